@@ -1,0 +1,313 @@
+"""The socket edge: the only module that does socket I/O for calls (layer 4).
+
+How it works
+------------
+A :class:`Channel` owns one connected socket and one :class:`~pyroact.wire.FrameDecoder`.
+Sending hands the engine's segment list to ``socket.sendmsg`` (scatter/gather, so a large
+buffer is written from where it lies); a partial write resumes from a view of what is left.
+Receiving lets the socket write straight into the decoder's memory through ``recv_into``;
+a large frame is received directly into the buffer its payload will be read from.
+
+Socket failures become pyroact errors here, so the layers above never see ``OSError``:
+a connect that fails is ``ProtocolError('connection failed')``, a connection that breaks is
+``ConnectionClosedError('connection lost')``, and an expired timeout is ``TimeoutError``
+(a ``ConnectionClosedError``), after which the channel is closed because the stream position
+is no longer known.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from . import _wirespec as spec
+from .errors import ConnectionClosedError, ProtocolError, TimeoutError
+from .wire import Frame, FrameDecoder
+
+__all__ = [
+    "Channel",
+    "connect",
+    "format_address",
+    "is_loopback",
+    "listen",
+    "send_segments",
+]
+
+# sendmsg takes at most IOV_MAX (1024 on Linux) segments per call.
+_MAX_SEGMENTS = 1024
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether ``host`` names a loopback address (127.0.0.0/8, ::1 or localhost).
+
+    Args:
+        host: a host name or IP literal.
+
+    Returns:
+        True for loopback addresses.
+    """
+    host = host.strip("[]")
+    if host in _LOOPBACK_NAMES:
+        return True
+    return host.startswith("127.") or host == "::1"
+
+
+def format_address(host: str, port: int) -> str:
+    """Format ``host:port``, bracketing IPv6 literals.
+
+    Args:
+        host: host name or IP literal.
+        port: TCP port.
+
+    Returns:
+        ``host:port`` or ``[v6]:port``.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tune(sock: socket.socket, keepalive: bool) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if keepalive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+def connect(
+    host: str, port: int, *, timeout: float | None = None, keepalive: bool = True
+) -> socket.socket:
+    """Open a TCP connection.
+
+    Args:
+        host: host name or IP literal (IPv6 literals may be bracketed).
+        port: TCP port.
+        timeout: connect timeout in seconds, None for none.
+        keepalive: set ``SO_KEEPALIVE``.
+
+    Returns:
+        The connected socket, in blocking mode.
+
+    Raises:
+        TimeoutError: the connect timed out.
+        ProtocolError: the connection failed (``'connection failed'``).
+    """
+    try:
+        sock = socket.create_connection((host.strip("[]"), port), timeout=timeout)
+    except builtins.TimeoutError as exc:
+        raise TimeoutError(
+            f"connection timeout connecting to {format_address(host, port)}"
+        ) from exc
+    except OSError as exc:
+        raise ProtocolError(f"connection failed: {format_address(host, port)}: {exc}") from exc
+    sock.settimeout(None)
+    _tune(sock, keepalive)
+    return sock
+
+
+def listen(host: str, port: int, *, backlog: int = 200) -> socket.socket:
+    """Open a listening TCP socket (``SO_REUSEADDR``, close-on-exec).
+
+    Args:
+        host: the address to bind; an IPv6 literal selects IPv6.
+        port: the port; 0 lets the OS pick a free one.
+        backlog: the ``listen()`` backlog.
+
+    Returns:
+        The listening socket.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bare, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def send_segments(sock: socket.socket, segments: Sequence[Any]) -> None:
+    """Write every segment to the socket, resuming after partial writes.
+
+    Args:
+        sock: a connected socket.
+        segments: bytes-like segments, as returned by ``encode_frame``.
+
+    Raises:
+        OSError: the socket failed (the :class:`Channel` turns this into a pyroact error).
+    """
+    pending = list(segments)
+    while pending:
+        batch = pending[:_MAX_SEGMENTS]
+        sent = sock.sendmsg(batch)
+        # Drop the segments written whole, then trim the first one that was written in part.
+        index = 0
+        while index < len(batch):
+            size = memoryview(batch[index]).nbytes
+            if sent < size:
+                break
+            sent -= size
+            index += 1
+        del pending[:index]
+        if pending and sent:
+            pending[0] = memoryview(pending[0]).cast("B")[sent:]
+
+
+class Channel:
+    """A connected socket and its frame decoder.
+
+    Args:
+        sock: a connected socket (blocking); the channel owns it.
+        max_message_size: the decoder's size limit.
+        timeout: I/O timeout in seconds for every send and receive; None for none.
+
+    Attributes:
+        peer: the remote address as returned by ``getpeername()``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_message_size: int = spec.DEFAULT_MAX_MESSAGE_SIZE,
+        timeout: float | None = None,
+    ) -> None:
+        self.sock = sock
+        self.decoder = FrameDecoder(max_message_size=max_message_size)
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._timeout = timeout
+        self.closed = False
+        try:
+            self.peer: Any = sock.getpeername()
+        except OSError:
+            self.peer = None
+        sock.settimeout(timeout)
+
+    @property
+    def timeout(self) -> float | None:
+        """The I/O timeout in seconds, or None."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = value
+        if not self.closed:
+            self.sock.settimeout(value)
+
+    def fileno(self) -> int:
+        """Return the socket's file descriptor (for selectors)."""
+        return self.sock.fileno()
+
+    def send(self, segments: Sequence[Any]) -> None:
+        """Send one encoded frame.
+
+        Args:
+            segments: the segments from ``encode_frame`` (plus a MAC segment).
+
+        Raises:
+            ConnectionClosedError: the channel is closed or the connection broke.
+            TimeoutError: the send timed out; the channel is closed.
+        """
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        try:
+            send_segments(self.sock, segments)
+        except builtins.TimeoutError:
+            self.close()
+            raise TimeoutError("connection timeout sending") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+
+    def pending(self) -> bool:
+        """Tell whether decoded frames are waiting to be taken with :meth:`recv_frame`."""
+        return bool(self._frames)
+
+    def receive_available(self) -> list[Frame]:
+        """Do one ``recv_into`` and return the frames completed (for selector loops).
+
+        Returns:
+            The frames completed by this read, possibly none.
+
+        Raises:
+            ConnectionClosedError: the peer closed the connection or it broke.
+            TimeoutError: the read timed out; the channel is closed.
+            ProtocolError: the peer sent a malformed stream.
+        """
+        if self._frames:
+            frames = list(self._frames)
+            self._frames.clear()
+            return frames
+        return self._read_once()
+
+    def recv_frame(self) -> Frame:
+        """Block until one whole frame has arrived and return it.
+
+        Returns:
+            The next frame.
+
+        Raises:
+            ConnectionClosedError: the peer closed the connection or it broke.
+            TimeoutError: no frame arrived within the timeout; the channel is closed.
+            ProtocolError: the peer sent a malformed stream.
+        """
+        while not self._frames:
+            self._frames.extend(self._read_once())
+        return self._frames.popleft()
+
+    def _read_once(self) -> list[Frame]:
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        try:
+            target = self.decoder.get_buffer()
+            count = self.sock.recv_into(target)
+        except builtins.TimeoutError:
+            self.close()
+            raise TimeoutError("connection timeout receiving") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+        if count == 0:
+            self.close()
+            raise ConnectionClosedError("connection lost")
+        return self.decoder.buffer_updated(count)
+
+    def peer_closed(self) -> bool:
+        """Tell, without blocking, whether the peer has closed its end (EOF waiting).
+
+        Used before reusing an idle connection: a request sent on it would be lost.
+
+        Returns:
+            True when the connection is closed or at EOF.
+        """
+        if self.closed:
+            return True
+        try:
+            self.sock.setblocking(False)
+            try:
+                data = self.sock.recv(1, socket.MSG_PEEK)
+            finally:
+                self.sock.settimeout(self._timeout)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        return data == b""
+
+    def close(self) -> None:
+        """Close the socket; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
