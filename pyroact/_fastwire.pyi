@@ -43,6 +43,7 @@ def encode_frame(
     buffers: Sequence[Any] = (),
     mac_size: int = 0,
 ) -> list[Any]: ...
+
 @final
 class FrameDecoder:
     def __init__(self, *, max_message_size: int = ...) -> None: ...

@@ -156,9 +156,9 @@ cdef class Frame:
 
 cdef object _as_bytes_view(object data):
     view = memoryview(data)
+    if not view.c_contiguous:
+        raise ValueError(f"buffer of shape {view.shape} is not C-contiguous")
     if view.ndim != 1 or view.format not in ("B", "b", "c"):
-        if not view.c_contiguous:
-            raise ValueError(f"buffer of shape {view.shape} is not C-contiguous")
         view = view.cast("B")
     return view
 

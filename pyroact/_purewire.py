@@ -118,9 +118,9 @@ class Frame:
 
 def _as_bytes_view(data: Any) -> memoryview:
     view = memoryview(data)
+    if not view.c_contiguous:
+        raise ValueError(f"buffer of shape {view.shape} is not C-contiguous")
     if view.ndim != 1 or view.format not in ("B", "b", "c"):
-        if not view.c_contiguous:
-            raise ValueError(f"buffer of shape {view.shape} is not C-contiguous")
         view = view.cast("B")
     return view
 

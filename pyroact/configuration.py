@@ -262,7 +262,7 @@ CONFIG_ITEMS: Final[tuple[ConfigItem, ...]] = (
     ConfigItem("PYRO_PUBLISHHOST", str, None,
                "host name/IP put into published URIs instead of the bind host (NAT)"),
     ConfigItem("PYRO_PORT", int, constants.DEFAULT_PORT,
-               "base TCP port for daemons; default URI port (0 = random)",
+               "base TCP port for daemons; default URI port",
                minimum=0, maximum=_MAX_PORT),
     ConfigItem("PYRO_PORT_RANGE", int, 100,
                "daemons try PYRO_PORT .. PYRO_PORT+PYRO_PORT_RANGE-1", minimum=1),

@@ -1,0 +1,216 @@
+"""Executors for calls: a thread pool that holds threads only for running work, and mailboxes.
+
+An object's :class:`Mailbox` is its actor queue: calls enter in arrival order; a *serial*
+mailbox (``SynchronizedObjBase``) runs one at a time and the queued calls hold no thread while
+they wait, a concurrent one (``ObjBase``) starts each call as soon as the executor can. The
+same mailbox code runs in every server mode; only the executor differs (inline in the
+single-threaded mode, a :class:`ThreadPool` in the threaded mode and in each process-mode
+worker).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+
+from .errors import BusyError
+
+__all__ = ["InlineExecutor", "Mailbox", "Submit", "Task", "ThreadPool"]
+
+log = logging.getLogger("pyroact.system")
+
+Task = Callable[[], None]
+Submit = Callable[[Task], None]
+
+
+def _run_logged(task: Task) -> None:
+    try:
+        task()
+    except Exception:
+        # Tasks report their own errors to their callers; this is the last line of defence so
+        # that a bug never kills a pool thread.
+        log.exception("unhandled error in a pyroact task")
+
+
+class InlineExecutor:
+    """Runs each task at once in the calling thread (the single-threaded server mode)."""
+
+    def submit(self, task: Task) -> None:
+        """Run ``task`` now.
+
+        Args:
+            task: the work.
+        """
+        _run_logged(task)
+
+    def shutdown(self, timeout: float = 0.0) -> None:
+        """Nothing to stop."""
+
+
+class ThreadPool:
+    """A bounded pool whose threads exist only while there is work.
+
+    A thread is started when a task arrives and no idle thread is waiting, up to
+    ``max_threads``; beyond that tasks queue. Idle threads exit after ``idle_timeout``. So idle
+    connections never hold a thread, and nested calls (each holding one thread while it waits
+    for the next level) do not deadlock below ``max_threads`` levels.
+
+    Args:
+        max_threads: the most threads running tasks at once.
+        name: thread name prefix.
+        idle_timeout: seconds an idle thread waits for work before it exits.
+
+    Raises:
+        ValueError: ``max_threads`` is below 1.
+    """
+
+    def __init__(self, max_threads: int, *, name: str = "pyroact", idle_timeout: float = 30.0):
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, not {max_threads}")
+        self.max_threads = max_threads
+        self._name = name
+        self._idle_timeout = idle_timeout
+        self._tasks: collections.deque[Task] = collections.deque()
+        self._cond = threading.Condition()
+        self._threads = 0
+        self._idle = 0
+        self._started = 0
+        self._closed = False
+
+    @property
+    def threads(self) -> int:
+        """How many pool threads exist now."""
+        return self._threads
+
+    def submit(self, task: Task) -> None:
+        """Queue ``task``; start a thread for it if none is idle and the bound allows.
+
+        Args:
+            task: the work.
+
+        Raises:
+            RuntimeError: the pool was shut down.
+        """
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("thread pool is shut down")
+            self._tasks.append(task)
+            if self._idle >= len(self._tasks):
+                self._cond.notify()
+            elif self._threads < self.max_threads:
+                self._threads += 1
+                self._started += 1
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{self._started}", daemon=True
+                )
+                thread.start()
+
+    def _work(self) -> None:
+        cond = self._cond
+        cond.acquire()
+        try:
+            while True:
+                while not self._tasks and not self._closed:
+                    self._idle += 1
+                    woke = cond.wait(self._idle_timeout)
+                    self._idle -= 1
+                    if not woke and not self._tasks:
+                        return
+                if not self._tasks:
+                    return
+                task = self._tasks.popleft()
+                cond.release()
+                try:
+                    _run_logged(task)
+                finally:
+                    cond.acquire()
+        finally:
+            self._threads -= 1
+            cond.notify_all()
+            cond.release()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop accepting tasks, let queued ones finish, and wait up to ``timeout`` seconds.
+
+        Args:
+            timeout: how long to wait for running tasks.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._threads == 0, timeout)
+
+
+class Mailbox:
+    """One object's FIFO of calls.
+
+    Args:
+        submit: the executor that runs tasks.
+        serial: run one call at a time (``SynchronizedObjBase``).
+        maxsize: the most calls queued or running; beyond that :meth:`post` raises.
+        name: what to call the object in errors.
+    """
+
+    def __init__(self, submit: Submit, *, serial: bool, maxsize: int, name: str) -> None:
+        self._submit = submit
+        self.serial = serial
+        self.maxsize = maxsize
+        self.name = name
+        self._queue: collections.deque[Task] = collections.deque()
+        self._lock = threading.Lock()
+        self._running = False
+        self.inflight = 0
+        self.calls = 0
+        self.errors = 0
+
+    @property
+    def depth(self) -> int:
+        """Calls queued or running now."""
+        return self.inflight
+
+    def post(self, task: Task) -> None:
+        """Add a call.
+
+        Args:
+            task: runs the call and reports its outcome itself; it returns True-ish on success.
+
+        Raises:
+            BusyError: the mailbox already holds ``maxsize`` calls.
+        """
+        with self._lock:
+            if self.inflight >= self.maxsize:
+                raise BusyError(
+                    f"mailbox of {self.name} is full: {self.inflight} calls queued or running "
+                    f"(PYRO_MAILBOX_SIZE={self.maxsize})"
+                )
+            self.inflight += 1
+            self.calls += 1
+            if not self.serial:
+                start: Task | None = lambda: self._run_one(task)  # noqa: E731
+            else:
+                self._queue.append(task)
+                start = None if self._running else self._drain
+                self._running = True
+        if start is not None:
+            self._submit(start)
+
+    def _finish(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+
+    def _run_one(self, task: Task) -> None:
+        try:
+            _run_logged(task)
+        finally:
+            self._finish()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                task = self._queue.popleft()
+            self._run_one(task)

@@ -1,0 +1,1125 @@
+"""Pyro 3's core API: objects, URIs, proxies and the Daemon (layer 7).
+
+The names are Pyro 3's (``Pyro.core`` → ``pyroact.core``): ``ObjBase``, ``SynchronizedObjBase``,
+``CallbackObjBase``, ``PyroURI``, ``DynamicProxy``, ``DynamicProxyWithAttrs``, ``Daemon``,
+``getProxyForURI``, ``getAttrProxyForURI``, ``initClient`` and ``initServer``.
+
+Unlike Pyro 3, only public names are remotely reachable: names starting with ``_`` and
+``ObjBase``'s own management methods are refused before anything is unpickled, except the
+attribute-access internals (``_r_ha``, ``_r_ga``, ``_r_sa``) and the numeric and container
+dunders the object's class itself defines (so ``remote += 1`` works).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import logging
+import os
+import pickle
+import re
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pyroact
+
+from . import _wirespec as spec
+from . import constants, serializer, util
+from ._mailbox import Mailbox
+from .errors import (
+    BusyError,
+    ConnectionClosedError,
+    DaemonError,
+    NamingError,
+    ProtocolError,
+    PyroError,
+    SerializeError,
+    URIError,
+)
+from .protocol import (
+    PYROAdapter,
+    TCPConnection,
+    TCPServer,
+    current_call,
+)
+from .wire import Frame
+
+__all__ = [
+    "CallbackObjBase",
+    "Daemon",
+    "DaemonServant",
+    "DynamicProxy",
+    "DynamicProxyWithAttrs",
+    "ObjBase",
+    "PyroURI",
+    "SynchronizedObjBase",
+    "getAttrProxyForURI",
+    "getProxyForURI",
+    "initClient",
+    "initServer",
+    "processStringURI",
+]
+
+log = logging.getLogger("pyroact.system")
+user_log = logging.getLogger("pyroact.user")
+
+# -- URIs ------------------------------------------------------------------------------------
+
+_URI_RE = re.compile(
+    r"^(?P<protocol>[A-Za-z]+)://"
+    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+))?"
+    r"(?::(?P<port>\d+))?"
+    r"(?:/(?P<id>\S*))?$"
+)
+_PROTOCOLS = ("PYRO", "PYROLOC", "PYROSSL", "PYROLOCSSL", "PYRONAME", "PYRONAMESSL")
+
+# Set by pyroact.naming when it is imported: resolves a PYRONAME URI to a PYRO URI.
+pyroname_resolver: Callable[[PyroURI], PyroURI] | None = None
+
+
+def _resolve_host(host: str) -> str:
+    if pyroact.config.PYRO_DNS_URI:
+        return host
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError:
+        raise URIError(f"unknown host {host!r}") from None
+
+
+class PyroURI:
+    """The address of a remote object: ``PROTOCOL://host:port/objectID``.
+
+    Args:
+        host: a host name or IP, another PyroURI (copied), or a whole URI string.
+        objectID: the object id (or, for PYROLOC/PYRONAME, the object name).
+        port: the port; 0 means ``PYRO_PORT``.
+        prtcol: ``"PYRO"``, ``"PYROLOC"``, ``"PYRONAME"`` or their SSL variants.
+
+    Raises:
+        URIError: the URI is malformed or its host unknown.
+        TypeError: the port is not an integer.
+    """
+
+    protocol: str
+    address: str
+    port: int
+    objectID: str
+
+    def __init__(self, host: Any, objectID: Any = 0, port: Any = 0, prtcol: str = "PYRO") -> None:
+        if isinstance(host, PyroURI):
+            other: PyroURI = host
+            self.protocol = other.protocol
+            self.address = other.address
+            self.port = other.port
+            self.objectID = other.objectID
+            return
+        if isinstance(host, str) and "://" in host:
+            self._parse(host)
+            return
+        if not objectID:
+            raise URIError(f"invalid URI format: no object id for host {host!r}")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError(f"port must be an integer, not {port!r}")
+        if "/" in str(host):
+            raise URIError(f"malformed hostname {host!r}")
+        self.protocol = prtcol.upper()
+        self.address = _resolve_host(str(host).strip("[]"))
+        self.port = port or pyroact.config.PYRO_PORT
+        self.objectID = str(objectID)
+
+    def _parse(self, text: str) -> None:
+        match = _URI_RE.match(text.strip())
+        if match is None:
+            raise URIError(f"invalid URI format: {text!r}")
+        protocol = match["protocol"].upper()
+        if protocol not in _PROTOCOLS:
+            raise URIError(f"invalid URI format: unknown protocol {match['protocol']!r}")
+        host = match["ipv6"] or match["host"] or ""
+        ident = match["id"]
+        port = int(match["port"]) if match["port"] else 0
+        if protocol.startswith("PYRONAME"):
+            # PYRONAME://[nshost[:nsport]/]name
+            if ident is None:
+                host, ident = "", host
+            self.protocol = protocol
+            self.address = host
+            self.port = port
+            self.objectID = ident
+            return
+        if not ident or not host:
+            raise URIError(f"invalid URI format: {text!r} needs a host and an object id")
+        if port > 65535:
+            raise URIError(f"invalid URI format: port {port} out of range")
+        self.protocol = protocol
+        self.address = _resolve_host(host)
+        self.port = port or pyroact.config.PYRO_PORT
+        self.objectID = ident
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        if self.protocol.startswith("PYRONAME"):
+            location = f"{host}:{self.port}/" if self.port else (f"{host}/" if host else "")
+            return f"{self.protocol}://{location}{self.objectID}"
+        return f"{self.protocol}://{host}:{self.port}/{self.objectID}"
+
+    def __repr__(self) -> str:
+        return f"<PyroURI '{self}'>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PyroURI):
+            return str(self) == str(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_uri_from_parts, (self.protocol, self.address, self.port, self.objectID))
+
+    def clone(self) -> PyroURI:
+        """A copy of this URI."""
+        return PyroURI(self)
+
+    def getProxy(self) -> DynamicProxy:
+        """A proxy for the object this URI names."""
+        return DynamicProxy(self)
+
+    def getAttrProxy(self) -> DynamicProxyWithAttrs:
+        """An attribute-capable proxy for the object this URI names."""
+        return DynamicProxyWithAttrs(self)
+
+
+def _uri_from_parts(protocol: str, address: str, port: int, object_id: str) -> PyroURI:
+    uri = PyroURI.__new__(PyroURI)
+    uri.protocol, uri.address, uri.port, uri.objectID = protocol, address, port, object_id
+    return uri
+
+
+def processStringURI(text: str) -> PyroURI:
+    """Parse a URI string (Pyro 3's module-level parser).
+
+    Args:
+        text: the URI.
+
+    Returns:
+        The PyroURI.
+
+    Raises:
+        URIError: the URI is malformed.
+    """
+    return PyroURI(text)
+
+
+def _bindable(uri: PyroURI) -> PyroURI:
+    if uri.protocol.startswith("PYRONAME"):
+        if pyroname_resolver is None:
+            raise NamingError(
+                "PYRONAME URIs are resolved through the name server: import pyroact.naming",
+                str(uri),
+            )
+        return pyroname_resolver(uri)
+    if uri.protocol in ("PYROSSL", "PYROLOCSSL"):
+        raise ProtocolError(f"unsupported protocol {uri.protocol}: this build has no TLS transport")
+    return uri
+
+
+# -- server-side objects ---------------------------------------------------------------------
+
+
+class ObjBase:
+    """Base class of every object served by a Daemon (call ``ObjBase.__init__(self)``).
+
+    Attributes:
+        objectGUID: the object id.
+        delegate: the object remote calls go to (see :meth:`delegateTo`), or None for self.
+        lastUsed: ``time.time()`` of the last remote call (for transient reaping).
+    """
+
+    def __init__(self) -> None:
+        self.objectGUID = util.getGUID()
+        self.delegate: Any = None
+        self.lastUsed = time.time()
+        self.daemon: Any = None
+        self.codeValidator: Callable[..., bool] | None = None
+
+    def GUID(self) -> str:
+        """The object id."""
+        return self.objectGUID
+
+    def setGUID(self, guid: str) -> None:
+        """Replace the object id (for fixed URIs); do it before connecting.
+
+        Args:
+            guid: the new id.
+        """
+        self.objectGUID = guid
+
+    def delegateTo(self, delegate: Any) -> None:
+        """Send remote calls and attribute access to ``delegate`` instead of self.
+
+        Args:
+            delegate: any object.
+        """
+        self.delegate = delegate
+
+    def setPyroDaemon(self, daemon: Any) -> None:
+        """Internal: remember the daemon this object is connected to (a weak reference)."""
+        self.daemon = weakref.ref(daemon) if daemon is not None else None
+
+    def getDaemon(self) -> Daemon | None:
+        """The daemon this object is connected to, or None."""
+        return self.daemon() if self.daemon is not None else None
+
+    def getLocalStorage(self) -> Any:
+        """The thread-local storage of the call being served (``.caller`` is the connection).
+
+        Raises:
+            DaemonError: the object is not connected to a daemon.
+        """
+        daemon = self.getDaemon()
+        if daemon is None:
+            raise DaemonError("object is not connected to a daemon")
+        return daemon.getLocalStorage()
+
+    def getProxy(self) -> DynamicProxy:
+        """A proxy for this connected object.
+
+        Raises:
+            DaemonError: the object is not connected to a daemon.
+        """
+        return DynamicProxy(self._uri())
+
+    def getAttrProxy(self) -> DynamicProxyWithAttrs:
+        """An attribute-capable proxy for this connected object.
+
+        Raises:
+            DaemonError: the object is not connected to a daemon.
+        """
+        return DynamicProxyWithAttrs(self._uri())
+
+    def _uri(self) -> PyroURI:
+        daemon = self.getDaemon()
+        if daemon is None:
+            raise DaemonError("object is not connected to a daemon: connect it first")
+        return daemon.uri_for(self.objectGUID)
+
+    def setCodeValidator(self, validator: Callable[..., bool]) -> None:
+        """Set the mobile-code validator ``validator(name, module, address) -> bool``.
+
+        Args:
+            validator: the callable.
+
+        Raises:
+            TypeError: ``validator`` is not callable.
+        """
+        if not callable(validator):
+            raise TypeError("codevalidator must be a callable object")
+        self.codeValidator = validator
+
+    def _gotReaped(self) -> None:
+        """Called once after the daemon reaped (disconnected) this idle transient object."""
+
+    # Remote attribute access (DynamicProxyWithAttrs).
+
+    def _pyroact_target(self) -> Any:
+        return self.delegate if self.delegate is not None else self
+
+    def _r_ha(self, attr: str) -> int:
+        _check_attribute_name(attr)
+        value = getattr(self._pyroact_target(), attr, None)
+        return 1 if callable(value) and not isinstance(value, type) else 2
+
+    def _r_ga(self, attr: str) -> Any:
+        _check_attribute_name(attr)
+        return getattr(self._pyroact_target(), attr)
+
+    def _r_sa(self, attr: str, value: Any) -> None:
+        _check_attribute_name(attr)
+        setattr(self._pyroact_target(), attr, value)
+
+
+class SynchronizedObjBase(ObjBase):
+    """An ObjBase whose remote calls run one at a time, in arrival order (its mailbox is serial)."""
+
+
+class CallbackObjBase(ObjBase):
+    """An ObjBase for callbacks: an exception in a call goes back to the caller and is also
+    raised here (single-threaded daemon: out of ``handleRequests``) or reported through
+    :meth:`Daemon.callbackError` (threaded), without closing the connection."""
+
+
+_MANAGEMENT_NAMES = frozenset(n for n in dir(ObjBase) if not n.startswith("_")) | {
+    "objectGUID",
+    "delegate",
+    "daemon",
+    "lastUsed",
+    "codeValidator",
+    "remote_supply_code",
+    "remote_retrieve_code",
+}
+_ATTRIBUTE_CALLS = frozenset({"_r_ha", "_r_ga", "_r_sa"})
+_FORWARDED_DUNDERS = (
+    "__len__ __getitem__ __setitem__ __delitem__ __contains__ "
+    "__add__ __sub__ __mul__ __truediv__ __floordiv__ __mod__ __pow__ __matmul__ "
+    "__and__ __or__ __xor__ __lshift__ __rshift__ __neg__ __pos__ __abs__ __invert__ "
+    "__radd__ __rsub__ __rmul__ __rtruediv__ __rfloordiv__ __rmod__ __rpow__ "
+    "__iadd__ __isub__ __imul__ __itruediv__ __ifloordiv__ __imod__ __ipow__ "
+    "__iand__ __ior__ __ixor__ __ilshift__ __irshift__"
+).split()
+_DUNDER_SET = frozenset(_FORWARDED_DUNDERS)
+
+
+def _check_attribute_name(attr: Any) -> None:
+    if not isinstance(attr, str) or attr.startswith("_") or attr in _MANAGEMENT_NAMES:
+        raise AttributeError(f"attribute {attr!r} is not remotely accessible")
+
+
+def _refusal(obj: ObjBase, method: str) -> str | None:
+    """Why ``method`` may not be called remotely on ``obj`` (None when it may)."""
+    if method in _ATTRIBUTE_CALLS:
+        return None
+    if method in _DUNDER_SET:
+        target = type(obj._pyroact_target())
+        if getattr(target, method, None) is getattr(object, method, None):
+            return f"{target.__name__!r} object does not define {method}"
+        return None
+    if method.startswith("_"):
+        return f"method {method!r} is private and not remotely accessible"
+    if method in _MANAGEMENT_NAMES:
+        return f"method {method!r} is an ObjBase management method, not remotely accessible"
+    return None
+
+
+class DaemonServant(ObjBase):
+    """The daemon's internal object at ``INTERNAL_DAEMON_GUID``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__()
+        self.setGUID(constants.INTERNAL_DAEMON_GUID)
+        self._daemon_ref = weakref.ref(daemon)
+
+    def _the_daemon(self) -> Daemon:
+        daemon = self._daemon_ref()
+        if daemon is None:
+            raise DaemonError("the daemon is gone")
+        return daemon
+
+    def getRegistered(self) -> dict[str, str | None]:
+        """``{guid: name or None}`` of every connected object."""
+        return self._the_daemon().getRegistered()
+
+    def ResolvePYROLOC(self, name: str) -> str:
+        """The id of the object connected under ``name``.
+
+        Raises:
+            NamingError: no object by that name.
+        """
+        return self._the_daemon().ResolvePYROLOC(name)
+
+
+# -- proxies ---------------------------------------------------------------------------------
+
+_PROXY_FIELDS = frozenset({"URI", "objectID", "adapter"})
+
+
+class _RemoteMethod:
+    """A bound remote method: calling it makes the remote call."""
+
+    __slots__ = ("_name", "_proxy")
+
+    def __init__(self, proxy: DynamicProxy, name: str) -> None:
+        self._proxy = proxy
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._proxy._invokePYRO(self._name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"<remote method {self._name!r} of {self._proxy.URI}; for remote attributes use "
+            "getAttrProxyForURI / DynamicProxyWithAttrs>"
+        )
+
+
+class DynamicProxy:
+    """A proxy for a remote object: ``proxy.method(args)`` makes the remote call.
+
+    The connection is made lazily, on the first call. Threads may share a proxy: their calls
+    are serialised on its one connection.
+
+    Args:
+        URI: a PyroURI or URI string (``PYRONAME`` URIs are resolved now).
+
+    Raises:
+        URIError: the URI is malformed.
+    """
+
+    def __init__(self, URI: PyroURI | str) -> None:
+        uri = _bindable(URI if isinstance(URI, PyroURI) else PyroURI(URI)).clone()
+        object.__setattr__(self, "URI", uri)
+        object.__setattr__(self, "objectID", uri.objectID)
+        adapter = PYROAdapter()
+        adapter.URI = uri
+        adapter.max_message_size = pyroact.config.PYRO_MAX_MESSAGE_SIZE
+        adapter.oob_threshold = pyroact.config.PYRO_OOB_THRESHOLD
+        object.__setattr__(self, "adapter", adapter)
+        object.__setattr__(self, "_pyroact_oneway", set())
+
+    URI: PyroURI
+    objectID: str
+    adapter: PYROAdapter
+    _pyroact_oneway: set[str]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} does not forward {name!r}")
+        return _RemoteMethod(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_") or name in _PROXY_FIELDS:
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(
+            f"cannot set remote attribute {name!r} through a DynamicProxy; "
+            "use getAttrProxyForURI / DynamicProxyWithAttrs"
+        )
+
+    def _invokePYRO(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
+        adapter = self.adapter
+        if self.URI.protocol == "PYROLOC":
+            with adapter.lock:
+                if self.URI.protocol == "PYROLOC":
+                    adapter.bindToURI(self.URI)
+                    object.__setattr__(self, "objectID", self.URI.objectID)
+        return adapter.invoke(
+            self.objectID, name, args, kwargs, oneway=name in self._pyroact_oneway
+        )
+
+    # Pyro 3's proxy methods.
+
+    def _setOneway(self, methods: str | Iterable[str]) -> None:
+        """Make calls to these methods oneway (no reply is waited for or sent).
+
+        Args:
+            methods: a method name or a list of names; adds to earlier ones.
+        """
+        names = [methods] if isinstance(methods, str) else list(methods)
+        self._pyroact_oneway.update(names)
+
+    def _setTimeout(self, timeout: float | None) -> None:
+        """Set the connect and call timeout in seconds (None: none).
+
+        Args:
+            timeout: seconds or None.
+        """
+        self.adapter.setTimeout(timeout)
+
+    def _setIdentification(self, ident: str | bytes | None) -> None:
+        """Present this passphrase when connecting.
+
+        Args:
+            ident: the passphrase, or None.
+        """
+        self.adapter.setIdentification(ident)
+
+    def _setNewConnectionValidator(self, validator: Any) -> None:
+        """Use a custom client-side validator (it makes the authentication token).
+
+        Args:
+            validator: a DefaultConnValidator instance.
+        """
+        self.adapter.setNewConnectionValidator(validator)
+
+    def _release(self) -> None:
+        """Close the connection now; the next call reconnects."""
+        self.adapter.release()
+
+    def __enter__(self) -> DynamicProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def _pyroact_identity(self) -> tuple[str, int, str]:
+        return (self.URI.address, self.URI.port, self.objectID)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DynamicProxy):
+            return self._pyroact_identity() == other._pyroact_identity()
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self._pyroact_identity())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} for {self.URI}>"
+
+    def __copy__(self) -> DynamicProxy:
+        copied: DynamicProxy = _proxy_from_state(type(self), self.__getstate__())
+        return copied
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "URI": self.URI,
+            "oneway": sorted(self._pyroact_oneway),
+            "timeout": self.adapter.timeout,
+            "ident": self.adapter.ident,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_proxy_from_state, (type(self), self.__getstate__()))
+
+
+def _proxy_from_state(cls: type[DynamicProxy], state: dict[str, Any]) -> Any:
+    proxy = cls(state["URI"])
+    proxy._setOneway(state["oneway"])
+    proxy.adapter.timeout = state["timeout"]
+    proxy.adapter.ident = state["ident"]
+    return proxy
+
+
+def _make_dunder(name: str) -> Callable[..., Any]:
+    def forward(self: DynamicProxy, *args: Any) -> Any:
+        return self._invokePYRO(name, args, {})
+
+    forward.__name__ = name
+    forward.__doc__ = f"Forward ``{name}`` to the remote object (if its class defines it)."
+    return forward
+
+
+for _dunder in _FORWARDED_DUNDERS:
+    setattr(DynamicProxy, _dunder, _make_dunder(_dunder))
+
+
+class DynamicProxyWithAttrs(DynamicProxy):
+    """A proxy that also reads and writes remote attributes (``proxy.name = 3``).
+
+    Attribute values travel by value: ``proxy.sub.x = 1`` changes a local copy of ``sub``
+    (see docs/attributes.md); use methods to change nested state on the server.
+    """
+
+    def __init__(self, URI: PyroURI | str) -> None:
+        super().__init__(URI)
+        object.__setattr__(self, "_pyroact_kinds", {})
+
+    _pyroact_kinds: dict[str, int]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} does not forward {name!r}")
+        kind = self._pyroact_kinds.get(name)
+        if kind is None:
+            kind = self._invokePYRO("_r_ha", (name,), {})
+            if kind == 1:
+                self._pyroact_kinds[name] = kind
+        if kind == 1:
+            return _RemoteMethod(self, name)
+        return self._invokePYRO("_r_ga", (name,), {})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_") or name in _PROXY_FIELDS:
+            object.__setattr__(self, name, value)
+            return
+        self._invokePYRO("_r_sa", (name, value), {})
+
+
+def getProxyForURI(URI: PyroURI | str) -> DynamicProxy:
+    """A proxy for the object at ``URI``.
+
+    Args:
+        URI: a PyroURI or URI string.
+
+    Returns:
+        The proxy (not yet connected).
+    """
+    return DynamicProxy(URI)
+
+
+def getAttrProxyForURI(URI: PyroURI | str) -> DynamicProxyWithAttrs:
+    """An attribute-capable proxy for the object at ``URI``.
+
+    Args:
+        URI: a PyroURI or URI string.
+
+    Returns:
+        The proxy (not yet connected).
+    """
+    return DynamicProxyWithAttrs(URI)
+
+
+_init_lock = threading.Lock()
+_initialized = {"client": False, "server": False}
+
+
+def initClient(banner: int = 0) -> None:
+    """Initialise the client side (idempotent; proxies do it implicitly).
+
+    Args:
+        banner: print a one-line banner.
+    """
+    with _init_lock:
+        if _initialized["client"]:
+            return
+        _initialized["client"] = True
+    cfg = pyroact.config
+    util.configure_logging(
+        cfg.PYRO_TRACELEVEL, cfg.PYRO_LOGFILE, cfg.PYRO_USER_TRACELEVEL, cfg.PYRO_USER_LOGFILE
+    )
+    if banner:
+        print(f"pyroact {constants.VERSION} client initialized")
+
+
+def initServer(banner: int = 0, storageCheck: int = 1) -> None:
+    """Initialise the server side (idempotent); creates and checks ``PYRO_STORAGE``.
+
+    Args:
+        banner: print a one-line banner.
+        storageCheck: check that ``PYRO_STORAGE`` is writable.
+
+    Raises:
+        OSError: ``PYRO_STORAGE`` cannot be created or written.
+    """
+    initClient()
+    with _init_lock:
+        if _initialized["server"]:
+            return
+        _initialized["server"] = True
+    storage = pyroact.config.PYRO_STORAGE
+    if storageCheck:
+        os.makedirs(storage, exist_ok=True)
+        if not os.access(storage, os.W_OK):
+            raise OSError(f"PYRO_STORAGE {storage!r} is not writable")
+    if banner:
+        print(f"pyroact {constants.VERSION} server initialized")
+
+
+# -- the daemon ------------------------------------------------------------------------------
+
+
+class _Entry:
+    """A connected object: the object, its name, its mailbox."""
+
+    __slots__ = ("mailbox", "name", "obj", "persistent")
+
+    def __init__(self, obj: ObjBase, name: str | None, mailbox: Mailbox, persistent: bool):
+        self.obj = obj
+        self.name = name
+        self.mailbox = mailbox
+        self.persistent = persistent
+
+
+class Daemon(TCPServer, ObjBase):
+    """Serves ObjBase objects on one TCP port.
+
+    Args:
+        prtcol: ``"PYRO"``.
+        host: the address to bind (default ``PYRO_HOST``, 127.0.0.1).
+        port: the port; 0 picks any free port. With ``norange=0`` a busy port makes the daemon
+            try the next ``PYRO_PORT_RANGE`` ports.
+        norange: use exactly ``port``.
+        publishhost: the host name put in URIs (``PYRO_PUBLISHHOST``), for NAT.
+        mode: ``"single"`` or ``"threaded"`` (default from ``PYRO_SERVERTYPE`` /
+            ``PYRO_MULTITHREADED``).
+
+    Raises:
+        DaemonError: the daemon cannot start.
+    """
+
+    def __init__(
+        self,
+        prtcol: str = "PYRO",
+        host: str | None = None,
+        port: int = 0,
+        norange: int = 0,
+        publishhost: str | None = None,
+        *,
+        mode: str | None = None,
+    ) -> None:
+        initServer()
+        cfg = pyroact.config
+        ObjBase.__init__(self)
+        if prtcol != "PYRO":
+            raise DaemonError(f"unsupported protocol {prtcol!r}: this build serves PYRO only")
+        host = host or cfg.PYRO_HOST
+        mode = mode or cfg.effective_servertype()
+        ports = [port] if norange or port == 0 else range(port, port + cfg.PYRO_PORT_RANGE)
+        error: DaemonError | None = None
+        for candidate in ports:
+            try:
+                TCPServer.__init__(self, host, candidate, mode=mode, config=cfg)
+                break
+            except DaemonError as exc:
+                error = exc
+        else:
+            assert error is not None
+            raise error
+        self.protocol = prtcol
+        self.hostname = publishhost or cfg.PYRO_PUBLISHHOST or host
+        self.implementations: dict[str, _Entry] = {}
+        self.NameServer: Any = None
+        self._reap_age: float | None = None
+        self._next_reap = 0.0
+        self._servant = DaemonServant(self)
+        self._register(self._servant, "__PYRO_Internal_Daemon", persistent=True)
+
+    def __getstate__(self) -> Any:
+        raise pickle.PicklingError("no access to the daemon")
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.closedown()
+
+    def __repr__(self) -> str:
+        return f"<Daemon {self.mode} {self.hostname}:{self.port}>"
+
+    def uri_for(self, guid: str) -> PyroURI:
+        """The PYRO URI of the object with id ``guid`` on this daemon."""
+        return _uri_from_parts(self.protocol, _resolve_host(self.hostname), self.port, guid)
+
+    # -- registry ------------------------------------------------------------------------------
+
+    def _register(self, obj: ObjBase, name: str | None, *, persistent: bool) -> PyroURI:
+        if not isinstance(obj, ObjBase):
+            raise TypeError(f"a Pyro object must inherit from ObjBase, not {type(obj).__name__}")
+        if not hasattr(obj, "objectGUID"):
+            raise DaemonError(f"{type(obj).__name__} did not call ObjBase.__init__(self)")
+        guid = obj.GUID()
+        with self._lock:
+            if guid in self.implementations:
+                raise DaemonError(f"an object with id {guid} is already connected")
+            mailbox = Mailbox(
+                self.server.submit,
+                serial=isinstance(obj, SynchronizedObjBase),
+                maxsize=self.config.PYRO_MAILBOX_SIZE,
+                name=f"{type(obj).__name__} {guid}",
+            )
+            self.implementations[guid] = _Entry(obj, name, mailbox, persistent)
+        obj.setPyroDaemon(self)
+        obj.lastUsed = time.time()
+        return self.uri_for(guid)
+
+    def connect(self, obj: ObjBase, name: str | None = None) -> PyroURI:
+        """Serve ``obj``; with a name it is registered in the name server (if one is set).
+
+        Args:
+            obj: an ObjBase instance.
+            name: its name (for the name server and PYROLOC), or None for a transient object.
+
+        Returns:
+            The object's PYRO URI.
+
+        Raises:
+            TypeError: ``obj`` is not an ObjBase.
+            DaemonError: an object with the same id is connected.
+            NamingError: the name server refused the name.
+        """
+        uri = (
+            self.uri_for(obj.GUID())
+            if isinstance(obj, ObjBase) and hasattr(obj, "objectGUID")
+            else None
+        )
+        if name and self.NameServer is not None and uri is not None:
+            self.NameServer.register(name, uri)
+        elif name and self.NameServer is None:
+            log.debug("connecting %r without a name server: only PYROLOC can find it", name)
+        return self._register(obj, name, persistent=False)
+
+    def connectPersistent(self, obj: ObjBase, name: str | None = None) -> PyroURI:
+        """Serve ``obj`` under a URI that survives restarts (the name server keeps it).
+
+        If the name server knows ``name`` at this daemon's address, that id is reused.
+
+        Args:
+            obj: an ObjBase instance.
+            name: its name.
+
+        Returns:
+            The object's PYRO URI.
+
+        Raises:
+            TypeError: ``obj`` is not an ObjBase.
+            NamingError: the name server refused the name.
+        """
+        ns = self.NameServer
+        if name and ns is not None:
+            try:
+                known = PyroURI(ns.resolve(name))
+            except NamingError:
+                known = None
+            if known is not None and (known.address, known.port) == (
+                _resolve_host(self.hostname),
+                self.port,
+            ):
+                obj.setGUID(known.objectID)
+            else:
+                if known is not None:
+                    ns.unregister(name)
+                ns.register(name, self.uri_for(obj.GUID()))
+        return self._register(obj, name, persistent=True)
+
+    def disconnect(self, obj_or_id: ObjBase | str) -> None:
+        """Stop serving an object (given as the object or its id).
+
+        Args:
+            obj_or_id: the object or its GUID.
+
+        Raises:
+            KeyError: no such object is connected.
+        """
+        guid = obj_or_id.GUID() if isinstance(obj_or_id, ObjBase) else str(obj_or_id)
+        if guid == constants.INTERNAL_DAEMON_GUID:
+            return
+        with self._lock:
+            entry = self.implementations.pop(guid)
+        if entry.name and self.NameServer is not None:
+            with contextlib.suppress(PyroError):
+                self.NameServer.unregister(entry.name)
+        entry.obj.setPyroDaemon(None)
+
+    def getRegistered(self) -> dict[str, str | None]:
+        """``{guid: name or None}`` for every connected object, the internal one included."""
+        with self._lock:
+            return {guid: entry.name for guid, entry in self.implementations.items()}
+
+    def getLocalObject(self, guid: str) -> ObjBase:
+        """The connected object with id ``guid``.
+
+        Raises:
+            KeyError: no such object.
+        """
+        return self.implementations[guid].obj
+
+    def getLocalObjectForProxy(self, proxy: DynamicProxy) -> ObjBase:
+        """The local object a proxy of this daemon points to.
+
+        Raises:
+            KeyError: no such object.
+        """
+        return self.getLocalObject(proxy.objectID)
+
+    def getProxyForObj(self, obj: ObjBase) -> DynamicProxy:
+        """A proxy for a connected local object."""
+        return DynamicProxy(self.uri_for(obj.GUID()))
+
+    def getAttrProxyForObj(self, obj: ObjBase) -> DynamicProxyWithAttrs:
+        """An attribute-capable proxy for a connected local object."""
+        return DynamicProxyWithAttrs(self.uri_for(obj.GUID()))
+
+    def ResolvePYROLOC(self, name: str) -> str:
+        """The id of the object connected with exactly this name.
+
+        Args:
+            name: the name passed to connect.
+
+        Returns:
+            Its GUID.
+
+        Raises:
+            NamingError: no object by that name.
+        """
+        with self._lock:
+            for guid, entry in self.implementations.items():
+                if entry.name == name:
+                    return guid
+        raise NamingError("no object found by this name", name)
+
+    def useNameServer(self, ns: Any) -> None:
+        """Register named objects in this name server (a proxy)."""
+        self.NameServer = ns
+
+    def getNameServer(self) -> Any:
+        """The name server in use, or None."""
+        return self.NameServer
+
+    def shutdown(self, disconnect: bool = False) -> None:
+        """Stop the request loop after its current round.
+
+        Args:
+            disconnect: also unregister the named, non-persistent objects from the name server.
+        """
+        if disconnect and self.NameServer is not None:
+            with self._lock:
+                named = [
+                    e.name for e in self.implementations.values() if e.name and not e.persistent
+                ]
+            for name in named:
+                with contextlib.suppress(PyroError):
+                    self.NameServer.unregister(name)
+        TCPServer.shutdown(self, disconnect)
+
+    # -- transient reaping ---------------------------------------------------------------------
+
+    def setTransientsCleanupAge(self, secs: float | None) -> None:
+        """Disconnect transient (unnamed) objects idle for longer than ``secs``.
+
+        Args:
+            secs: the idle age in seconds; None or 0 turns reaping off.
+        """
+        self._reap_age = secs or None
+        self._next_reap = time.monotonic()
+
+    def reapUnusedTransients(self) -> None:
+        """Disconnect idle transients now and call their ``_gotReaped``."""
+        age = self._reap_age
+        if age is None:
+            return
+        cutoff = time.time() - age
+        with self._lock:
+            victims = [
+                e
+                for e in self.implementations.values()
+                if e.name is None
+                and not e.persistent
+                and e.mailbox.inflight == 0
+                and e.obj.lastUsed < cutoff
+            ]
+            for entry in victims:
+                del self.implementations[entry.obj.GUID()]
+        for entry in victims:
+            entry.obj.setPyroDaemon(None)
+            try:
+                entry.obj._gotReaped()
+            except Exception:
+                log.exception("error in _gotReaped of %r", entry.obj)
+
+    def expire_connections(self, now: float) -> None:
+        """Also runs the transient reaper (at a fifth of the reap age)."""
+        TCPServer.expire_connections(self, now)
+        if self._reap_age is not None and now >= self._next_reap:
+            self._next_reap = now + max(self._reap_age / 5, 0.05)
+            self.reapUnusedTransients()
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def callbackError(self, exc: BaseException) -> None:
+        """Report an exception raised in a ``CallbackObjBase`` call (threaded mode).
+
+        The single-threaded mode re-raises it from ``handleRequests`` instead. Override to
+        handle it differently; the default logs it.
+
+        Args:
+            exc: the exception (already sent back to the caller).
+        """
+        user_log.warning("exception in callback: %r", exc)
+
+    def dispatch_frame(self, conn: TCPConnection, frame: Frame) -> None:
+        """Route one call frame to its object's mailbox (nothing is unpickled here)."""
+        entry = self.implementations.get(frame.object_id)
+        oneway = frame.msg_type == spec.MSG_ONEWAY
+        if entry is None:
+            error = ProtocolError(f"unknown object ID {frame.object_id!r}")
+            if not oneway:
+                self._send_exception(conn, frame, error, [])
+            self.drop_connection(conn)
+            return
+        refusal = _refusal(entry.obj, frame.method)
+        if refusal is not None:
+            if not oneway:
+                self._send_exception(conn, frame, AttributeError(refusal), [])
+            return
+        background = oneway and self.threaded and self.config.PYRO_ONEWAY_THREADED
+        if not background:
+            self.pause(conn)
+        try:
+            entry.mailbox.post(functools.partial(self._run_call, conn, frame, entry, background))
+        except BusyError as exc:
+            if not oneway:
+                self._send_exception(conn, frame, exc, [])
+            if not background:
+                self.resume(conn)
+
+    def _run_call(self, conn: TCPConnection, frame: Frame, entry: _Entry, background: bool) -> None:
+        tls = conn.tls or self.shared_tls
+        tls.caller = conn
+        current_call.tls, current_call.connection = tls, conn
+        error: BaseException | None = None
+        lines: list[str] = []
+        result: Any = None
+        try:
+            payload = frame.payload
+            if frame.flags & spec.FLAG_COMPRESSED:
+                payload = serializer.decompress(payload, max_size=self.config.PYRO_MAX_MESSAGE_SIZE)
+            args, kwargs = serializer.loads_call(payload, frame.buffers)
+            obj = entry.obj
+            target = obj if frame.method in _ATTRIBUTE_CALLS else obj._pyroact_target()
+            result = getattr(target, frame.method)(*args, **kwargs)
+        except Exception as exc:
+            error = exc
+            entry.mailbox.errors += 1
+            lines = util.formatTraceback(
+                type(exc),
+                exc,
+                exc.__traceback__,
+                detailed=bool(self.config.PYRO_DETAILED_TRACEBACK),
+            )
+        finally:
+            current_call.tls = current_call.connection = None
+            entry.obj.lastUsed = time.time()
+        try:
+            if frame.msg_type == spec.MSG_REQUEST:
+                if error is None:
+                    self._send_result(conn, frame, result)
+                else:
+                    self._send_exception(conn, frame, error, lines)
+            elif error is not None:
+                user_log.warning(
+                    "oneway call %s.%s raised: %s",
+                    type(entry.obj).__name__,
+                    frame.method,
+                    "".join(lines),
+                )
+        finally:
+            if not background:
+                self.resume(conn)
+        if error is not None and isinstance(entry.obj, CallbackObjBase):
+            if self.threaded:
+                self.callbackError(error)
+            else:
+                self.callback_errors.append(error)
+
+    def _send_result(self, conn: TCPConnection, frame: Frame, result: Any) -> None:
+        try:
+            payload, buffers, flags = serializer.dumps(
+                result, oob_threshold=self.config.PYRO_OOB_THRESHOLD
+            )
+        except SerializeError as exc:
+            self._send_exception(conn, frame, exc, [f"{exc}\n"])
+            return
+        self._send(
+            conn,
+            conn.sm.build(
+                spec.MSG_REPLY, seq=frame.seq, payload=payload, buffers=buffers, flags=flags
+            ),
+        )
+
+    def _send_exception(
+        self, conn: TCPConnection, frame: Frame, exc: BaseException, lines: list[str]
+    ) -> None:
+        payload = serializer.dumps_exception(exc, lines)
+        self._send(conn, conn.sm.build(spec.MSG_EXCEPTION, seq=frame.seq, payload=payload))
+
+    def _send(self, conn: TCPConnection, segments: list[Any]) -> None:
+        try:
+            conn.send(segments)
+        except ConnectionClosedError:
+            self.drop_connection(conn)

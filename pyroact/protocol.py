@@ -1,0 +1,836 @@
+"""Pyro 3's protocol API: validators, connections, the client adapter and TCPServer (layer 6).
+
+How it works
+------------
+*Client side.* A proxy owns a :class:`PYROAdapter`. On first use the adapter connects, runs
+the handshake of :mod:`pyroact._connection` (the validator makes the token), resolves a
+``PYROLOC`` name through the daemon's internal object, and then sends one request at a time
+and waits for its reply; a lock serialises threads that share the proxy. An idle connection
+is checked for EOF before it is reused, so a connection the server closed for idleness is
+reopened transparently (the request was never sent, so this is safe).
+
+*Server side.* :class:`TCPServer` (the base of ``core.Daemon``) owns the listening socket, the
+connection validator and the table of :class:`TCPConnection`\\ s. A server mode from
+``svr_single`` / ``svr_threads`` runs the I/O loop and calls back into the TCPServer: accept,
+readable, closed. The TCPServer runs the handshake on the loop thread, never unpickling
+anything, and hands each call frame to :meth:`TCPServer.dispatch_frame`, which ``Daemon``
+implements. While a connection's call runs, the connection is paused (its next frames wait),
+so calls on one connection run in order, as in Pyro 3.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hmac
+import logging
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from . import _connection as connection_sm
+from . import _wirespec as spec
+from . import constants, serializer
+from .errors import (
+    ConnectionClosedError,
+    DaemonError,
+    ProtocolError,
+    PyroError,
+    TimeoutError,
+)
+from .transport import Channel, connect, format_address, is_loopback, listen
+from .wire import Frame
+
+__all__ = [
+    "DefaultConnValidator",
+    "LocalStorage",
+    "PYROAdapter",
+    "TCPConnection",
+    "TCPServer",
+    "current_call",
+    "getHostname",
+    "getIPAddress",
+]
+
+log = logging.getLogger("pyroact.system")
+
+# How long a client connection may sit idle before it is checked for EOF before reuse.
+_IDLE_CHECK_AFTER = 0.05
+
+
+class LocalStorage:
+    """Pyro 3's thread-local storage object: ``caller`` is the current connection.
+
+    Attributes:
+        caller: the :class:`TCPConnection` of the current call (also for oneway calls).
+    """
+
+    def __init__(self) -> None:
+        self.caller: TCPConnection | None = None
+
+
+class _CallContext(threading.local):
+    tls: LocalStorage | None = None
+    connection: TCPConnection | None = None
+
+
+current_call = _CallContext()
+"""The storage and connection of the call running in this thread (None outside calls)."""
+
+
+def getHostname(ip: str | None = None) -> str | None:
+    """Return the host name for ``ip`` (or this host), None on failure.
+
+    Args:
+        ip: an IP address, or None for this host.
+
+    Returns:
+        The host name, or None.
+    """
+    try:
+        return socket.gethostbyaddr(ip)[0] if ip else socket.gethostname()
+    except OSError:
+        return None
+
+
+def getIPAddress(host: str | None = None) -> str | None:
+    """Return the IP address of ``host`` (or this host), None on failure.
+
+    Args:
+        host: a host name, or None for this host.
+
+    Returns:
+        The address, or None.
+    """
+    try:
+        return socket.getaddrinfo(host or socket.gethostname(), None)[0][4][0]  # type: ignore[return-value]
+    except OSError:
+        return None
+
+
+class TCPConnection:
+    """The server's view of one client connection; it is what ``tls.caller`` is.
+
+    Attributes:
+        addr: the client's address ``(host, port)``.
+        channel: the socket and its decoder.
+        tls: this connection's LocalStorage (threaded mode) or the daemon's shared one.
+    """
+
+    def __init__(self, channel: Channel, addr: Any) -> None:
+        self.addr = addr
+        self.channel = channel
+        self.fd = channel.fileno()
+        self.sm = connection_sm.Connection(connection_sm.SERVER)
+        self.tls: LocalStorage | None = None
+        self.authenticated_key: bytes | None = None
+        self.last_activity = time.monotonic()
+        self.handshake_deadline = 0.0
+        self.paused = False
+        self.backlog: collections.deque[Frame] = collections.deque()
+        self._send_lock = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is open."""
+        return not self.channel.closed
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self.channel.fileno()
+
+    def send(self, segments: Sequence[Any]) -> None:
+        """Send one frame; frames from different threads never interleave.
+
+        Args:
+            segments: the encoded frame.
+
+        Raises:
+            ConnectionClosedError: the connection is gone.
+        """
+        with self._send_lock:
+            self.channel.send(segments)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sm.close()
+        self.channel.close()
+
+    def __repr__(self) -> str:
+        return f"<TCPConnection with {self.addr} connected={int(self.connected)}>"
+
+
+class DefaultConnValidator:
+    """Pyro 3's connection validator: connection limit and identification check.
+
+    Override ``acceptHost`` or ``acceptIdentification`` (and call the base method) to add
+    rules; store attributes on ``connection`` to make them visible as ``tls.caller.<name>``.
+    """
+
+    def __init__(self) -> None:
+        self._allowed: list[bytes] | None = None
+
+    def acceptHost(self, daemon: TCPServer, connection: TCPConnection) -> tuple[int, int]:
+        """Decide on a new connection before the handshake.
+
+        Args:
+            daemon: the daemon.
+            connection: the new connection.
+
+        Returns:
+            ``(1, 0)`` to go on, or ``(0, DENIED_*)``.
+        """
+        if len(daemon.connections) > daemon.max_connections:
+            return 0, constants.DENIED_SERVERTOOBUSY
+        return 1, 0
+
+    def acceptIdentification(
+        self, daemon: TCPServer, connection: TCPConnection, token: bytes, challenge: bytes
+    ) -> tuple[int, int]:
+        """Check the client's token against the allowed identifications.
+
+        Args:
+            daemon: the daemon.
+            connection: the connection.
+            token: the client's token (empty when it has no identification).
+            challenge: the handshake transcript the token was computed over.
+
+        Returns:
+            ``(1, 0)`` to grant, or ``(0, DENIED_SECURITY)``.
+        """
+        if self._allowed is None:
+            return 1, 0
+        for key in self._allowed:
+            if token and hmac.compare_digest(token, connection_sm.client_token(key, challenge)):
+                connection.authenticated_key = key
+                return 1, 0
+        return 0, constants.DENIED_SECURITY
+
+    def createAuthToken(
+        self, authid: bytes | None, challenge: bytes, peeraddr: Any, URI: Any, daemon: Any
+    ) -> bytes:
+        """Client side: the token proving knowledge of ``authid`` (b"" without one).
+
+        Args:
+            authid: the munged identification, or None.
+            challenge: the handshake transcript.
+            peeraddr: the server's address.
+            URI: the URI being connected to.
+            daemon: None on the client.
+
+        Returns:
+            The 32-byte token, or b"".
+        """
+        return connection_sm.client_token(authid, challenge) if authid else b""
+
+    def createAuthChallenge(self, tcpserver: TCPServer, conn: TCPConnection) -> bytes:
+        """A fresh random challenge (``secrets``).
+
+        Args:
+            tcpserver: the daemon.
+            conn: the connection.
+
+        Returns:
+            ``NONCE_SIZE`` random bytes.
+        """
+        return secrets.token_bytes(connection_sm.NONCE_SIZE)
+
+    def mungeIdent(self, ident: str | bytes) -> bytes:
+        """Turn a passphrase into the key that is stored (SHA-256; never the passphrase).
+
+        Args:
+            ident: the passphrase.
+
+        Returns:
+            The key.
+        """
+        return connection_sm.munge_ident(ident)
+
+    def setAllowedIdentifications(self, ids: Sequence[str | bytes] | None) -> None:
+        """Set the passphrases clients must present; None opens the server.
+
+        Args:
+            ids: passphrases, or None.
+        """
+        self._allowed = None if ids is None else [self.mungeIdent(i) for i in ids]
+
+    def getAllowedIdentifications(self) -> list[bytes] | None:
+        """The munged allowed identifications, or None when the server is open."""
+        return None if self._allowed is None else list(self._allowed)
+
+
+class _URILike(Protocol):
+    protocol: str
+    address: str
+    port: int
+    objectID: str
+
+
+class PYROAdapter:
+    """The client side of one connection, owned by a proxy.
+
+    Attributes:
+        URI: the URI the adapter is bound to (rewritten to ``PYRO://`` after a ``PYROLOC``
+            lookup).
+    """
+
+    def __init__(self) -> None:
+        self.URI: _URILike | None = None
+        self.channel: Channel | None = None
+        self.sm: connection_sm.Connection | None = None
+        self.timeout: float | None = None
+        self.ident: bytes | None = None
+        self.validator: DefaultConnValidator = DefaultConnValidator()
+        self.max_message_size = spec.DEFAULT_MAX_MESSAGE_SIZE
+        self.oob_threshold = serializer.DEFAULT_OOB_THRESHOLD
+        self.lock = threading.RLock()
+        self._last_used = 0.0
+
+    # -- settings ------------------------------------------------------------------------------
+
+    def setTimeout(self, timeout: float | None) -> None:
+        """Set the connect and I/O timeout in seconds (None: none).
+
+        Args:
+            timeout: seconds or None.
+        """
+        self.timeout = timeout
+        if self.channel is not None:
+            self.channel.timeout = timeout
+
+    def setIdentification(self, ident: str | bytes | None, munge: bool = True) -> None:
+        """Set the passphrase this client presents.
+
+        Args:
+            ident: the passphrase (falsy: none).
+            munge: False when ``ident`` is already munged.
+        """
+        if not ident:
+            self.ident = None
+        else:
+            self.ident = self.validator.mungeIdent(ident) if munge else bytes(ident)  # type: ignore[arg-type]
+
+    def setNewConnectionValidator(self, validator: DefaultConnValidator) -> None:
+        """Use a custom validator (its ``createAuthToken`` makes the token).
+
+        Args:
+            validator: a DefaultConnValidator instance.
+
+        Raises:
+            TypeError: ``validator`` is not a DefaultConnValidator.
+        """
+        if not isinstance(validator, DefaultConnValidator):
+            raise TypeError("validator must be a DefaultConnValidator instance")
+        self.validator = validator
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open."""
+        return self.channel is not None and not self.channel.closed
+
+    def bindToURI(self, URI: _URILike) -> None:
+        """Connect to ``URI`` and run the handshake (and a PYROLOC lookup).
+
+        Args:
+            URI: a PyroURI.
+
+        Raises:
+            ProtocolError: ``'connection failed'``, or the handshake failed.
+            ConnectionDeniedError: the server refused the connection.
+            TimeoutError: the connect or handshake timed out.
+            NamingError: a PYROLOC name is not known to the daemon.
+        """
+        with self.lock:
+            self.release()
+            self.URI = URI
+            if URI.protocol not in ("PYRO", "PYROLOC"):
+                raise ProtocolError(f"unsupported protocol {URI.protocol!r} in URI")
+            sock = connect(URI.address, URI.port, timeout=self.timeout)
+            channel = Channel(sock, max_message_size=self.max_message_size, timeout=self.timeout)
+            sm = connection_sm.Connection(connection_sm.CLIENT)
+            try:
+                sm.start()
+                sm.handle_challenge(channel.recv_frame())
+                token = self.validator.createAuthToken(
+                    self.ident, sm.transcript, channel.peer, URI, None
+                )
+                channel.send(sm.build_connect(token, self.ident if token else None))
+                sm.handle_grant(channel.recv_frame())
+            except ConnectionClosedError as exc:
+                channel.close()
+                if isinstance(exc, TimeoutError):
+                    raise
+                raise ProtocolError(
+                    f"connection failed: handshake with {URI.address}: {exc}"
+                ) from exc
+            except BaseException:
+                channel.close()
+                raise
+            self.channel, self.sm = channel, sm
+            self._last_used = time.monotonic()
+            if URI.protocol == "PYROLOC":
+                guid = self.invoke(
+                    constants.INTERNAL_DAEMON_GUID, "ResolvePYROLOC", (URI.objectID,), {}
+                )
+                URI.protocol = "PYRO"
+                URI.objectID = guid
+
+    def rebindURI(self, tries: int = sys.maxsize, wait: float = 1) -> None:
+        """Reconnect to the same URI after a failure (Pyro 3's auto-rebind).
+
+        Args:
+            tries: how many connection attempts.
+            wait: seconds between attempts.
+
+        Raises:
+            TimeoutError: every attempt failed (``'connection lost'``).
+        """
+        if self.URI is None:
+            raise ProtocolError("cannot rebind: the adapter was never bound")
+        last: Exception | None = None
+        for attempt in range(max(tries, 0)):
+            try:
+                self.bindToURI(self.URI)
+                return
+            except ProtocolError as exc:
+                last = exc
+                if attempt + 1 < tries:
+                    time.sleep(wait)
+        raise TimeoutError(f"connection lost: rebind failed after {tries} tries ({last})")
+
+    def release(self) -> None:
+        """Close the connection; the next call reconnects (Pyro 3's passivation)."""
+        with self.lock:
+            if self.channel is not None:
+                if self.sm is not None and self.sm.state == connection_sm.READY:
+                    with contextlib.suppress(PyroError, RuntimeError):
+                        self.channel.send(self.sm.build(spec.MSG_CLOSE))
+                self.channel.close()
+            self.channel = None
+            self.sm = None
+
+    # -- calling -------------------------------------------------------------------------------
+
+    def _ensure_connected(self) -> tuple[Channel, connection_sm.Connection]:
+        channel, sm = self.channel, self.sm
+        if channel is not None and sm is not None and not channel.closed:
+            if time.monotonic() - self._last_used < _IDLE_CHECK_AFTER:
+                return channel, sm
+            if not channel.peer_closed():
+                return channel, sm
+        if self.URI is None:
+            raise ProtocolError("proxy is not bound to a URI")
+        self.bindToURI(self.URI)
+        assert self.channel is not None and self.sm is not None
+        return self.channel, self.sm
+
+    def invoke(
+        self,
+        object_id: str,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        oneway: bool = False,
+    ) -> Any:
+        """Call ``method`` on the remote object and return its result.
+
+        Args:
+            object_id: the target object's id.
+            method: the method name.
+            args: positional arguments.
+            kwargs: keyword arguments.
+            oneway: send without waiting for (or getting) a reply.
+
+        Returns:
+            The result (None for oneway calls).
+
+        Raises:
+            ConnectionClosedError: the connection broke (the call may or may not have run).
+            TimeoutError: no reply within the timeout.
+            ProtocolError: the connection failed or the server broke the protocol.
+            BaseException: whatever the remote method raised, with ``remote_stacktrace``.
+        """
+        payload, buffers, flags = serializer.dumps_call(
+            args, kwargs, oob_threshold=self.oob_threshold
+        )
+        with self.lock:
+            channel, sm = self._ensure_connected()
+            seq = sm.next_seq()
+            msg_type = spec.MSG_ONEWAY if oneway else spec.MSG_REQUEST
+            channel.send(
+                sm.build(
+                    msg_type,
+                    seq=seq,
+                    object_id=object_id,
+                    method=method,
+                    payload=payload,
+                    buffers=buffers,
+                    flags=flags,
+                )
+            )
+            if oneway:
+                self._last_used = time.monotonic()
+                return None
+            try:
+                frame = sm.check(channel.recv_frame())
+            except ProtocolError:
+                channel.close()
+                raise
+            self._last_used = time.monotonic()
+        if frame.seq != seq:
+            self.release()
+            raise ProtocolError(f"reply for sequence id {frame.seq}, expected {seq}")
+        return self._result_of(frame)
+
+    def _result_of(self, frame: Frame) -> Any:
+        payload = frame.payload
+        if frame.flags & spec.FLAG_COMPRESSED:
+            payload = serializer.decompress(payload, max_size=self.max_message_size)
+        if frame.msg_type == spec.MSG_REPLY:
+            return serializer.loads(payload, frame.buffers)
+        if frame.msg_type == spec.MSG_EXCEPTION:
+            exc = serializer.loads_exception(payload)
+            if isinstance(exc, ProtocolError) and str(exc).startswith("unknown object ID"):
+                # The server closes the connection after this error, as Pyro 3 does.
+                self.release()
+            raise exc
+        if frame.msg_type == spec.MSG_CLOSE:
+            self.release()
+            raise ConnectionClosedError("connection lost: the server closed the connection")
+        raise ProtocolError(f"unexpected {spec.MSG_NAMES[frame.msg_type]} frame as reply")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"timeout": self.timeout, "ident": self.ident, "URI": self.URI}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.timeout = state["timeout"]
+        self.ident = state["ident"]
+        self.URI = state["URI"]
+
+
+class ServerMode(Protocol):
+    """What a server mode (``svr_single``, ``svr_threads``) gives the TCPServer."""
+
+    shared_tls: bool
+
+    def submit(self, task: Callable[[], None]) -> None: ...
+    def register(self, conn: TCPConnection) -> None: ...
+    def forget(self, conn: TCPConnection) -> None: ...
+    def resume(self, conn: TCPConnection) -> None: ...
+    def handle_requests(
+        self, timeout: float | None, others: Sequence[Any], callback: Callable[..., Any] | None
+    ) -> None: ...
+    def server_sockets(self) -> list[Any]: ...
+    def close(self) -> None: ...
+
+
+class TCPServer:
+    """The listening side of a daemon: socket, validator, connections, server mode.
+
+    Args:
+        host: the address to bind.
+        port: the port (0: any free port).
+        mode: ``"single"`` or ``"threaded"``.
+        config: the configuration in force (``pyroact.config`` by default).
+
+    Raises:
+        DaemonError: the socket cannot be bound, or a non-loopback bind lacks protection.
+    """
+
+    def __init__(self, host: str, port: int, *, mode: str, config: Any) -> None:
+        self.config = config
+        if not is_loopback(host) and not config.PYRO_ALLOW_PUBLIC_BIND:
+            raise DaemonError(
+                f"refusing to bind {host!r}, which is not a loopback address, without "
+                "protection: set identifications (daemon.setAllowedIdentifications) and "
+                "PYRO_ALLOW_PUBLIC_BIND=1 to allow it"
+            )
+        try:
+            self.sock = listen(host, port, backlog=config.PYRO_TCP_LISTEN_BACKLOG)
+        except OSError as exc:
+            raise DaemonError(
+                f"Couldn't start Pyro daemon: cannot bind {format_address(host, port)}: {exc}"
+            ) from exc
+        self.port: int = self.sock.getsockname()[1]
+        self.connections: dict[int, TCPConnection] = {}
+        self.max_connections: int = config.PYRO_MAXCONNECTIONS
+        self.newConnValidator: DefaultConnValidator = DefaultConnValidator()
+        self.timeout: float | None = None
+        self.mustShutdown = False
+        self.shared_tls = LocalStorage()
+        # Exceptions raised in CallbackObjBase calls, re-raised by handleRequests (single mode).
+        self.callback_errors: list[BaseException] = []
+        self._init_tls: Callable[[LocalStorage], None] | None = None
+        self._lock = threading.RLock()
+        self.mode = mode
+        self.server = self._make_server(mode)
+
+    def _make_server(self, mode: str) -> ServerMode:
+        if mode == "single":
+            from .svr_single import SingleServer
+
+            return SingleServer(self)
+        if mode == "threaded":
+            from .svr_threads import ThreadedServer
+
+            return ThreadedServer(self, max_threads=self.config.PYRO_THREADPOOL_SIZE)
+        raise DaemonError(f"unknown server mode {mode!r} (choose 'single' or 'threaded')")
+
+    @property
+    def threaded(self) -> bool:
+        """True in the threaded mode."""
+        return self.mode != "single"
+
+    # -- Pyro 3 API ----------------------------------------------------------------------------
+
+    def setTimeout(self, timeout: float | None) -> None:
+        """Set the server-side I/O timeout; connections idle longer are closed.
+
+        Args:
+            timeout: seconds, or None for none.
+        """
+        self.timeout = timeout
+
+    def setAllowedIdentifications(self, ids: Sequence[str | bytes] | None) -> None:
+        """Require one of these passphrases from clients (None: open).
+
+        Args:
+            ids: passphrases, or None.
+        """
+        self.newConnValidator.setAllowedIdentifications(ids)
+
+    def setNewConnectionValidator(self, validator: DefaultConnValidator) -> None:
+        """Replace the connection validator.
+
+        Args:
+            validator: a DefaultConnValidator (subclass) instance.
+
+        Raises:
+            TypeError: ``validator`` is not a DefaultConnValidator.
+        """
+        if not isinstance(validator, DefaultConnValidator):
+            raise TypeError("validator must be a DefaultConnValidator instance")
+        self.newConnValidator = validator
+
+    def getNewConnectionValidator(self) -> DefaultConnValidator:
+        """The connection validator in use."""
+        return self.newConnValidator
+
+    def setInitTLS(self, func: Callable[[LocalStorage], None] | None) -> None:
+        """Set the function that initialises each new thread-local storage, once per storage.
+
+        In the single-threaded mode there is one shared storage, initialised now.
+
+        Args:
+            func: called as ``func(tls)``.
+        """
+        self._init_tls = func
+        if func is not None and self.server.shared_tls:
+            func(self.shared_tls)
+
+    def getLocalStorage(self) -> LocalStorage:
+        """The storage of the current call (or the shared one outside calls)."""
+        return current_call.tls or self.shared_tls
+
+    def getServerSockets(self) -> list[Any]:
+        """Sockets a foreign event loop should watch before calling :meth:`handleRequests`."""
+        return self.server.server_sockets()
+
+    def handleRequests(
+        self,
+        timeout: float | None = None,
+        others: Sequence[Any] = (),
+        callback: Callable[[list[Any]], Any] | None = None,
+    ) -> None:
+        """Run one round of the event loop.
+
+        Args:
+            timeout: seconds to wait for activity (None: block).
+            others: extra sockets or file objects to watch.
+            callback: called as ``callback(ready)`` with those of ``others`` that are ready.
+
+        Raises:
+            ProtocolError: ``others`` given without ``callback`` ('callback required').
+            Exception: in the single-threaded mode, what a ``CallbackObjBase`` call raised (after
+                it was also sent back to the caller).
+        """
+        if others and callback is None:
+            raise ProtocolError("callback required")
+        self.server.handle_requests(timeout, others, callback)
+        if self.callback_errors:
+            raise self.callback_errors.pop(0)
+
+    def requestLoop(
+        self,
+        condition: Callable[[], Any] = lambda: True,
+        timeout: float | None = 3,
+        others: Sequence[Any] = (),
+        callback: Callable[[list[Any]], Any] | None = None,
+    ) -> None:
+        """Serve until ``condition()`` is false or :meth:`shutdown` was called.
+
+        Args:
+            condition: checked before every round.
+            timeout: the longest a round waits, so ``condition`` and shutdown are noticed.
+            others: extra sockets to watch.
+            callback: called with those of ``others`` that are ready.
+        """
+        while not self.mustShutdown and condition():
+            self.handleRequests(timeout, others, callback)
+
+    def shutdown(self, disconnect: bool = False) -> None:
+        """Ask the request loop to stop after the current round.
+
+        Args:
+            disconnect: also unregister named objects from the name server now.
+        """
+        self.mustShutdown = True
+
+    def closedown(self) -> None:
+        """Close every connection and the listening socket."""
+        self.mustShutdown = True
+        self.server.close()
+        with self._lock:
+            conns = list(self.connections.values())
+            self.connections.clear()
+        for conn in conns:
+            conn.close()
+        self.sock.close()
+
+    # -- called by the server mode -------------------------------------------------------------
+
+    def accept_connection(self) -> TCPConnection | None:
+        """Accept one connection and send the challenge (or refuse it)."""
+        try:
+            sock, addr = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        channel = Channel(
+            sock, max_message_size=self.config.PYRO_MAX_MESSAGE_SIZE, timeout=self.timeout
+        )
+        conn = TCPConnection(channel, addr)
+        with self._lock:
+            self.connections[id(conn)] = conn
+        try:
+            ok, code = self.newConnValidator.acceptHost(self, conn)
+            if not ok:
+                reason = constants.deniedReasons.get(code, "unspecified reason")
+                conn.send(conn.sm.build_denied(code, reason))
+                self.drop_connection(conn)
+                return None
+            nonce = self.newConnValidator.createAuthChallenge(self, conn)
+            required = self.newConnValidator.getAllowedIdentifications() is not None
+            conn.send(conn.sm.build_challenge(nonce, ident_required=required))
+        except PyroError as exc:
+            log.info("connection from %s failed during the handshake: %s", addr, exc)
+            self.drop_connection(conn)
+            return None
+        conn.handshake_deadline = time.monotonic() + self.config.PYRO_HANDSHAKE_TIMEOUT
+        return conn
+
+    def drop_connection(self, conn: TCPConnection) -> None:
+        """Forget and close a connection."""
+        with self._lock:
+            known = self.connections.pop(id(conn), None) is not None
+        if known:
+            self.server.forget(conn)
+        conn.close()
+
+    def connection_readable(self, conn: TCPConnection) -> None:
+        """Read from a connection and act on every frame that completes.
+
+        Raises:
+        """
+        try:
+            frames = conn.channel.receive_available()
+        except PyroError as exc:
+            if not isinstance(exc, ConnectionClosedError):
+                log.warning("closing connection from %s: %s", conn.addr, exc)
+            self.drop_connection(conn)
+            return
+        conn.last_activity = time.monotonic()
+        conn.backlog.extend(frames)
+        self.process_backlog(conn)
+
+    def process_backlog(self, conn: TCPConnection) -> None:
+        """Act on queued frames until the connection pauses for a running call."""
+        while conn.backlog and not conn.paused and conn.connected:
+            frame = conn.backlog.popleft()
+            try:
+                if conn.sm.state == connection_sm.WAIT_CONNECT:
+                    self._finish_handshake(conn, frame)
+                    continue
+                conn.sm.check(frame)
+                if frame.msg_type == spec.MSG_CLOSE:
+                    self.drop_connection(conn)
+                    return
+                if frame.msg_type not in (spec.MSG_REQUEST, spec.MSG_ONEWAY):
+                    raise ProtocolError(
+                        f"invalid header: a client may not send {spec.MSG_NAMES[frame.msg_type]}"
+                    )
+                self.dispatch_frame(conn, frame)
+            except PyroError as exc:
+                log.warning("closing connection from %s: %s", conn.addr, exc)
+                self.drop_connection(conn)
+                return
+
+    def _finish_handshake(self, conn: TCPConnection, frame: Frame) -> None:
+        token = conn.sm.handle_connect(frame)
+        ok, code = self.newConnValidator.acceptIdentification(self, conn, token, conn.sm.transcript)
+        if not ok:
+            reason = constants.deniedReasons.get(code, "unspecified reason")
+            conn.send(conn.sm.build_denied(code, reason))
+            self.drop_connection(conn)
+            return
+        conn.send(conn.sm.build_granted(conn.authenticated_key))
+        if self.server.shared_tls:
+            conn.tls = self.shared_tls
+        else:
+            conn.tls = LocalStorage()
+            if self._init_tls is not None:
+                self._init_tls(conn.tls)
+        conn.tls.caller = conn
+
+    def pause(self, conn: TCPConnection) -> None:
+        """Hold a connection's next frames until :meth:`resume` (a call is running)."""
+        conn.paused = True
+
+    def resume(self, conn: TCPConnection) -> None:
+        """Let a paused connection go on with its queued frames."""
+        conn.paused = False
+        conn.last_activity = time.monotonic()
+        self.server.resume(conn)
+
+    def expire_connections(self, now: float) -> None:
+        """Close connections past the handshake deadline or idle beyond the daemon timeout."""
+        with self._lock:
+            conns = list(self.connections.values())
+        for conn in conns:
+            if conn.sm.state == connection_sm.WAIT_CONNECT and now > conn.handshake_deadline:
+                log.info("handshake timeout for %s", conn.addr)
+                self.drop_connection(conn)
+            elif (
+                self.timeout is not None
+                and not conn.paused
+                and now - conn.last_activity > self.timeout
+            ):
+                self.drop_connection(conn)
+
+    def dispatch_frame(self, conn: TCPConnection, frame: Frame) -> None:
+        """Handle one call frame (implemented by ``core.Daemon``).
+
+        Raises:
+            DaemonError: always, in the base class.
+        """
+        raise DaemonError("TCPServer.dispatch_frame must be implemented by the daemon")

@@ -1,0 +1,158 @@
+"""The threaded server mode: a selector parks idle connections, a bounded pool runs calls (layer 5).
+
+The request-loop thread only accepts (so ``getServerSockets`` is the listening socket, as in
+Pyro 3). Accepted connections go to one I/O thread, which reads frames and hands calls to a
+:class:`~pyroact._mailbox.ThreadPool`; a connection holds a thread only while one of its calls
+runs, so a thousand idle clients cost no threads. While a call runs its connection is taken
+out of the selector (its later frames wait in the kernel), and the call's end puts it back:
+calls on one connection run in order, calls on different connections run concurrently.
+
+Every change to the I/O thread's selector is made by the I/O thread itself, from a command
+queue that other threads fill and wake it for.
+"""
+
+from __future__ import annotations
+
+import collections
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._mailbox import ThreadPool
+from ._serverbase import ServerHost, select_round
+
+__all__ = ["ThreadedServer"]
+
+# How often the I/O thread checks handshake deadlines and idle timeouts.
+_EXPIRY_INTERVAL = 0.25
+
+
+class ThreadedServer:
+    """Serves connections from an I/O thread and a pool of call threads.
+
+    Args:
+        daemon: the TCPServer this mode serves.
+        max_threads: the most calls running at once (``PYRO_THREADPOOL_SIZE``).
+    """
+
+    shared_tls = False
+
+    def __init__(self, daemon: ServerHost, *, max_threads: int) -> None:
+        self.daemon = daemon
+        self.pool = ThreadPool(max_threads, name="pyroact-call")
+        self.accept_selector = selectors.DefaultSelector()
+        self.accept_selector.register(daemon.sock.fileno(), selectors.EVENT_READ, None)
+        self._io = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._io.register(self._wake_r.fileno(), selectors.EVENT_READ, None)
+        self._commands: collections.deque[tuple[str, Any]] = collections.deque()
+        self._closed = False
+        self._registered: set[int] = set()
+        self._thread = threading.Thread(target=self._io_loop, name="pyroact-io", daemon=True)
+        self._thread.start()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Run a call on the pool."""
+        self.pool.submit(task)
+
+    def _command(self, name: str, conn: Any) -> None:
+        self._commands.append((name, conn))
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the wake-up pipe is full (so the thread will wake anyway) or closed
+
+    def register(self, conn: Any) -> None:
+        """Hand a new connection to the I/O thread."""
+        self._command("add", conn)
+
+    def resume(self, conn: Any) -> None:
+        """A call ended: go on with the connection's queued frames and watch it again."""
+        self._command("resume", conn)
+
+    def forget(self, conn: Any) -> None:
+        """Stop watching a connection (called before its socket is closed)."""
+        if threading.current_thread() is self._thread:
+            self._unwatch(conn.fd)
+        else:
+            self._command("del", conn)
+
+    def handle_requests(
+        self, timeout: float | None, others: Sequence[Any], callback: Callable[..., Any] | None
+    ) -> None:
+        """One round of the request loop: accept new connections, report ready ``others``."""
+
+        def on_event(_data: Any) -> None:
+            new = self.daemon.accept_connection()
+            if new is not None:
+                self.register(new)
+
+        select_round(self.accept_selector, timeout, others, callback, on_event)
+
+    def server_sockets(self) -> list[Any]:
+        """The listening socket (connections are served in the background)."""
+        return [self.daemon.sock]
+
+    def _watch(self, conn: Any) -> None:
+        fd = conn.fd
+        if fd not in self._registered and conn.connected:
+            self._io.register(fd, selectors.EVENT_READ, conn)
+            self._registered.add(fd)
+
+    def _unwatch(self, fd: int) -> None:
+        if fd in self._registered:
+            self._registered.discard(fd)
+            self._io.unregister(fd)
+
+    def _run_commands(self) -> None:
+        while self._commands:
+            name, conn = self._commands.popleft()
+            if name == "add":
+                self._watch(conn)
+            elif name == "del":
+                self._unwatch(conn.fd)
+            elif name == "resume":
+                self.daemon.process_backlog(conn)
+                if not conn.paused:
+                    self._watch(conn)
+
+    def _io_loop(self) -> None:
+        next_expiry = time.monotonic() + _EXPIRY_INTERVAL
+        while not self._closed:
+            events = self._io.select(_EXPIRY_INTERVAL)
+            for key, _mask in events:
+                conn = key.data
+                if conn is None:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except (BlockingIOError, OSError):
+                        pass
+                    continue
+                if conn.paused:
+                    # Park it until its running call ends; the kernel holds what it sends.
+                    self._unwatch(key.fd)
+                    continue
+                self.daemon.connection_readable(conn)
+                if conn.paused:
+                    self._unwatch(key.fd)
+            self._run_commands()
+            now = time.monotonic()
+            if now >= next_expiry:
+                self.daemon.expire_connections(now)
+                next_expiry = now + _EXPIRY_INTERVAL
+
+    def close(self) -> None:
+        """Stop the I/O thread and the pool."""
+        self._closed = True
+        self._command("stop", None)
+        self._thread.join(2.0)
+        self.pool.shutdown(2.0)
+        self._io.close()
+        self.accept_selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
