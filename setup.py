@@ -41,7 +41,9 @@ def extensions():
     from Cython.Build import cythonize  # from [build-system]; pure builds do not need Cython
 
     macros = [("PYROACT_DEBUG", "1")] if os.environ.get("PYROACT_DEBUG") else []
-    directives = {"language_level": "3", "embedsignature": True}
+    # No embedsignature: binding=True already gives inspect.signature, and embedded signature
+    # lines would make the docstrings differ from the pure engine's.
+    directives = {"language_level": "3"}
     if os.environ.get("PYROACT_CYTHON_TRACE"):
         directives["linetrace"] = True
         macros.append(("CYTHON_TRACE", "1"))

@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3
 """The Cython wire engine (layer 1): frames to bytes and bytes to frames.
 
 How it works
@@ -19,6 +19,7 @@ cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.buffer cimport PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.number cimport PyNumber_Index
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.string cimport memcpy, memcmp
 
@@ -183,8 +184,12 @@ def encode_frame(msg_type, *, flags=0, seq=0, object_id="", method="", payload=b
 
     Raises:
         ValueError: a field is out of range; the message names the value and the limit.
-        TypeError: the payload or a buffer does not support the buffer protocol.
+        TypeError: a field has the wrong type, or a buffer lacks the buffer protocol.
     """
+    msg_type = PyNumber_Index(msg_type)
+    flags = PyNumber_Index(flags)
+    seq = PyNumber_Index(seq)
+    mac_size = PyNumber_Index(mac_size)
     if msg_type not in MSG_TYPES:
         raise ValueError(f"unknown message type {msg_type}")
     if flags < 0 or flags & ~(<long long>FLAGS_KNOWN):
@@ -292,6 +297,7 @@ cdef class FrameDecoder:
     cdef list _l_buflens
     cdef Py_ssize_t _l_maclen
     cdef bytes _l_head
+    cdef Py_ssize_t _l_headlen
 
     def __init__(self, *, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
         if max_message_size <= 0:
@@ -312,7 +318,10 @@ cdef class FrameDecoder:
     @property
     def buffered(self):
         """How many bytes of incomplete frames the decoder holds."""
-        return self._end - self._start + self._large_filled
+        cdef Py_ssize_t pending = self._end - self._start
+        if self._large is not None:
+            pending += self._large_filled + self._l_headlen
+        return pending
 
     def feed(self, data):
         """Add received bytes and return the frames they complete.
@@ -328,6 +337,8 @@ cdef class FrameDecoder:
             MessageTooLargeError: a frame announced a size above the limit.
         """
         self._check_usable()
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = _as_bytes_view(data)  # the same ValueError as the pure engine
         cdef Py_buffer view
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         cdef const char* src = <const char*>view.buf
@@ -522,6 +533,7 @@ cdef class FrameDecoder:
                 self._l_buflens = buflens
                 self._l_maclen = mac_len
                 self._l_head = head
+                self._l_headlen = head_len
                 self._begin_large(start + head_len, body_len)
                 if self._large is not None and self._large_filled == len(self._large):
                     frames.append(self._finish_large())

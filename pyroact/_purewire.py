@@ -23,6 +23,7 @@ raised refuses further input, since it can no longer know where the next frame s
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,8 +155,12 @@ def encode_frame(
 
     Raises:
         ValueError: a field is out of range; the message names the value and the limit.
-        TypeError: the payload or a buffer does not support the buffer protocol.
+        TypeError: a field has the wrong type, or a buffer lacks the buffer protocol.
     """
+    msg_type = operator.index(msg_type)
+    flags = operator.index(flags)
+    seq = operator.index(seq)
+    mac_size = operator.index(mac_size)
     if msg_type not in spec.MSG_TYPES:
         raise ValueError(f"unknown message type {msg_type}")
     if flags & ~spec.FLAGS_KNOWN or flags < 0:
@@ -229,7 +234,10 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """How many bytes of incomplete frames the decoder holds."""
-        return self._end - self._start + self._large_filled
+        pending = self._end - self._start
+        if self._large is not None:
+            pending += self._large_filled + self._large_info[-1]
+        return pending
 
     def feed(self, data: Any) -> list[Frame]:
         """Add received bytes and return the frames they complete.
@@ -244,6 +252,7 @@ class FrameDecoder:
             ProtocolError: the stream is malformed (or was, earlier).
             MessageTooLargeError: a frame announced a size above the limit.
         """
+        self._check_usable()
         view = _as_bytes_view(data)
         total = view.nbytes
         offset = 0
@@ -387,7 +396,7 @@ class FrameDecoder:
                 raise ProtocolError(f"invalid header: undecodable name ({exc})") from None
             body_len = data_len + mac_len
             head = bytes(buf[start : start + head_len]) if mac_len else b""
-            info = (msg_type, flags, seq, oid, meth, plen, buflens, mac_len, head)
+            info = (msg_type, flags, seq, oid, meth, plen, buflens, mac_len, head, head_len)
             if head_len - _HEADER_SIZE + body_len >= spec.LARGE_FRAME_THRESHOLD:
                 self._begin_large(start + head_len, body_len, info)
                 if self._large is not None and self._large_filled == len(self._large):
@@ -430,7 +439,7 @@ class FrameDecoder:
 
     def _finish_large(self) -> Frame:
         assert self._large is not None
-        msg_type, flags, seq, oid, meth, plen, buflens, mac_len, head = self._large_info
+        msg_type, flags, seq, oid, meth, plen, buflens, mac_len, head, _ = self._large_info
         view = memoryview(self._large)
         frame = Frame(msg_type, flags=flags, seq=seq, object_id=oid, method=meth)
         frame.payload = view[0:plen]

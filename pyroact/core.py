@@ -76,6 +76,9 @@ _URI_RE = re.compile(
     r"(?::(?P<port>\d+))?"
     r"(?:/(?P<id>\S*))?$"
 )
+_LOCATION_RE = re.compile(
+    r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+))?(?::(?P<port>\d+))?$"
+)
 _PROTOCOLS = ("PYRO", "PYROLOC", "PYROSSL", "PYROLOCSSL", "PYRONAME", "PYRONAMESSL")
 
 # Set by pyroact.naming when it is imported: resolves a PYRONAME URI to a PYRO URI.
@@ -90,10 +93,15 @@ def _resolve_host(host: str) -> str:
         return host
     except ValueError:
         pass
-    try:
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
-    except OSError:
-        raise URIError(f"unknown host {host!r}") from None
+    # IPv4 first: a name like "localhost" may list ::1 first while daemons bind IPv4.
+    for family in (socket.AF_INET, socket.AF_UNSPEC):
+        try:
+            infos = socket.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        if infos:
+            return str(infos[0][4][0])
+    raise URIError(f"unknown host {host!r}")
 
 
 class PyroURI:
@@ -138,7 +146,12 @@ class PyroURI:
         self.objectID = str(objectID)
 
     def _parse(self, text: str) -> None:
-        match = _URI_RE.match(text.strip())
+        text = text.strip()
+        scheme, _sep, rest = text.partition("://")
+        if scheme.upper() in ("PYRONAME", "PYRONAMESSL"):
+            self._parse_pyroname(scheme.upper(), rest, text)
+            return
+        match = _URI_RE.match(text)
         if match is None:
             raise URIError(f"invalid URI format: {text!r}")
         protocol = match["protocol"].upper()
@@ -147,15 +160,6 @@ class PyroURI:
         host = match["ipv6"] or match["host"] or ""
         ident = match["id"]
         port = int(match["port"]) if match["port"] else 0
-        if protocol.startswith("PYRONAME"):
-            # PYRONAME://[nshost[:nsport]/]name
-            if ident is None:
-                host, ident = "", host
-            self.protocol = protocol
-            self.address = host
-            self.port = port
-            self.objectID = ident
-            return
         if not ident or not host:
             raise URIError(f"invalid URI format: {text!r} needs a host and an object id")
         if port > 65535:
@@ -164,6 +168,22 @@ class PyroURI:
         self.address = _resolve_host(host)
         self.port = port or pyroact.config.PYRO_PORT
         self.objectID = ident
+
+    def _parse_pyroname(self, protocol: str, rest: str, text: str) -> None:
+        # PYRONAME://[nshost[:nsport]/]name; the name itself may contain ':' (":test.simple").
+        location, slash, name = rest.partition("/")
+        if not slash:
+            location, name = "", rest
+        match = _LOCATION_RE.match(location)
+        if match is None or not name or any(c.isspace() for c in name):
+            raise URIError(f"invalid URI format: {text!r}")
+        port = int(match["port"]) if match["port"] else 0
+        if port > 65535:
+            raise URIError(f"invalid URI format: port {port} out of range")
+        self.protocol = protocol
+        self.address = match["ipv6"] or match["host"] or ""
+        self.port = port
+        self.objectID = name
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
@@ -345,7 +365,12 @@ class ObjBase:
 
     def _r_sa(self, attr: str, value: Any) -> None:
         _check_attribute_name(attr)
-        setattr(self._pyroact_target(), attr, value)
+        target = self._pyroact_target()
+        current = getattr(target, attr, None)
+        if callable(current) and not isinstance(current, type):
+            # Pyro 3's 'not an attribute': a method cannot be replaced through a proxy.
+            raise AttributeError(f"{attr!r} is a method, not an attribute; it cannot be set")
+        setattr(target, attr, value)
 
 
 class SynchronizedObjBase(ObjBase):

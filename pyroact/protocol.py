@@ -37,6 +37,7 @@ from . import _wirespec as spec
 from . import constants, serializer
 from .errors import (
     ConnectionClosedError,
+    ConnectionDeniedError,
     DaemonError,
     ProtocolError,
     PyroError,
@@ -419,14 +420,25 @@ class PYROAdapter:
 
     def _ensure_connected(self) -> tuple[Channel, connection_sm.Connection]:
         channel, sm = self.channel, self.sm
+        lost = False
         if channel is not None and sm is not None and not channel.closed:
             if time.monotonic() - self._last_used < _IDLE_CHECK_AFTER:
                 return channel, sm
             if not channel.peer_closed():
                 return channel, sm
+            lost = True
         if self.URI is None:
             raise ProtocolError("proxy is not bound to a URI")
-        self.bindToURI(self.URI)
+        try:
+            self.bindToURI(self.URI)
+        except ProtocolError as exc:
+            if lost and not isinstance(exc, ConnectionClosedError | ConnectionDeniedError):
+                # The connection existed and the server went away: Pyro 3 reports that as
+                # ConnectionClosedError; the next call then gets 'connection failed'.
+                raise ConnectionClosedError(
+                    f"connection lost: the server closed the connection ({exc})"
+                ) from exc
+            raise
         assert self.channel is not None and self.sm is not None
         return self.channel, self.sm
 
@@ -505,6 +517,15 @@ class PYROAdapter:
             self.release()
             raise ConnectionClosedError("connection lost: the server closed the connection")
         raise ProtocolError(f"unexpected {spec.MSG_NAMES[frame.msg_type]} frame as reply")
+
+    def __del__(self) -> None:
+        # Pyro 3's proxies release their connection when they are collected; without this a
+        # dropped proxy leaks its socket (and a ResourceWarning). No lock and no CLOSE frame
+        # here: a finalizer may run in any thread, at any moment.
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                channel.close()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"timeout": self.timeout, "ident": self.ident, "URI": self.URI}

@@ -20,6 +20,7 @@ instances of classes defined in ``__main__``); it is not used on the common path
 from __future__ import annotations
 
 import copyreg
+import functools
 import io
 import pickle
 import zlib
@@ -105,13 +106,27 @@ def _dumps(obj: Any, threshold: int, top: Sequence[Any]) -> Encoded:
             return pickle.dumps(obj, PROTOCOL, buffer_callback=keep_in_band), buffers, 0
         except (pickle.PicklingError, TypeError, AttributeError):
             buffers.clear()
-    import cloudpickle  # imported lazily: most processes never need it
-
     try:
-        payload = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=keep_in_band)
+        stream = io.BytesIO()
+        _cloud_pickler()(stream, PROTOCOL, buffer_callback=keep_in_band).dump(obj)
+        payload = stream.getvalue()
     except Exception as exc:
         raise SerializeError(f"cannot serialise {_describe(obj)}: {exc}") from exc
     return payload, buffers, spec.FLAG_CLOUDPICKLE
+
+
+@functools.cache
+def _cloud_pickler() -> type[pickle.Pickler]:
+    import cloudpickle  # imported lazily: most processes never need it
+
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+        # cloudpickle would ship an open file's *contents*: a silent copy that leaks data.
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, io.IOBase):
+                raise pickle.PicklingError(f"cannot pickle an open file ({obj!r})")
+            return super().reducer_override(obj)
+
+    return Pickler
 
 
 def _describe(obj: Any) -> str:

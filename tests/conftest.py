@@ -38,3 +38,21 @@ def config(tmp_path: object) -> Iterator[Config]:
     cfg = Config(read_environment=False)
     cfg.PYRO_STORAGE = str(tmp_path)
     yield cfg
+
+
+# -- remote-object tests ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=("single", "threaded"))
+def server_mode(request: pytest.FixtureRequest) -> str:
+    """Each server mode in turn: ``"single"`` and ``"threaded"``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def daemon(server_mode: str) -> Iterator[object]:
+    """A Daemon in ``server_mode`` whose request loop runs in a background thread."""
+    from helpers import serving
+
+    with serving(server_mode) as d:
+        yield d

@@ -402,14 +402,6 @@ def test_encoder_keyword_only(wire: ModuleType) -> None:
         wire.encode_frame(spec.MSG_REQUEST, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _as_bytes_view (_purewire.py:123 / _fastwire.pyx _as_bytes_view) skips the "
-    "C-contiguity check for 1-D byte-format views, so a strided memoryview is not rejected "
-    "with ValueError: as a small payload it fails with TypeError (pure, from b''.join) or "
-    "BufferError (fast); as a buffer it is returned as a non-contiguous segment that "
-    "sendmsg cannot send",
-)
 @pytest.mark.parametrize("where", ["payload", "buffer"])
 def test_encoder_rejects_non_contiguous_1d_views(wire: ModuleType, where: str) -> None:
     strided = memoryview(b"abcdefgh")[::2]

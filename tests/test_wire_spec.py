@@ -13,7 +13,8 @@ from types import ModuleType
 import pytest
 
 import pyroact.wire as wire_module
-from pyroact import _purewire, _wirespec as spec
+from pyroact import _purewire
+from pyroact import _wirespec as spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,18 @@ def test_docstring_table_matches_the_struct() -> None:
         position += size
     assert position == spec.HEADER_SIZE
     # Each field lands where the table says: pack distinct values and read them back.
-    values = [spec.MAGIC, 0x0102, 0x03, 0x04, 0x0506, 0x0708, 0x090A0B0C, 0x0D0E0F10, 0x1112, 0x1314]
+    values = [
+        spec.MAGIC,
+        0x0102,
+        0x03,
+        0x04,
+        0x0506,
+        0x0708,
+        0x090A0B0C,
+        0x0D0E0F10,
+        0x1112,
+        0x1314,
+    ]
     packed = spec.HEADER_STRUCT.pack(*values)
     for (offset, size, name), value in zip(rows, values, strict=True):
         field = packed[offset : offset + size]
@@ -172,8 +184,7 @@ def _selection_in_subprocess(purepython: str | None) -> tuple[str, str, str]:
     if purepython is not None:
         env["PYROACT_PUREPYTHON"] = purepython
     code = (
-        "import pyroact.wire as w; "
-        "print(w.IMPLEMENTATION, w.FASTWIRE, w.FrameDecoder.__module__)"
+        "import pyroact.wire as w; print(w.IMPLEMENTATION, w.FASTWIRE, w.FrameDecoder.__module__)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

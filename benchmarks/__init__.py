@@ -1,0 +1,1 @@
+"""pyroact's benchmark suite (pytest-benchmark); ``python -m benchmarks.report`` renders results."""
