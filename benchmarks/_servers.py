@@ -78,6 +78,7 @@ def start_server(script: str, *args: str, timeout: float = READY_TIMEOUT) -> Ser
         stdout=subprocess.PIPE,
         stderr=stderr,
         env=env,
+        cwd=tempfile.gettempdir(),  # log or storage files a server writes stay out of the tree
     )
     server = ServerProcess(f"{script} {' '.join(args)}".strip(), proc, stderr)
     try:

@@ -151,7 +151,9 @@ def group_table(name: str, rows: Sequence[Row], stat: str) -> str:
     head = ["target", "details", f"{stat} / op", "ops/s"]
     if multi:
         head += ["calls/op", "calls/s", "per call"]
-    head += ["vs floor", "vs Pyro5"]
+    refs = floor is not None or pyro5 is not None
+    if refs:
+        head += ["vs floor", "vs Pyro5"]
     lines = [f"### {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [f"**{row.name}**" if row.info.get("impl") == "pyroact" else row.name]
@@ -162,7 +164,8 @@ def group_table(name: str, rows: Sequence[Row], stat: str) -> str:
                 fmt_rate(row.calls / row.time),
                 fmt_time(row.time / row.calls),
             ]
-        cells += [fmt_ratio(ratio(floor, row)), fmt_ratio(ratio(pyro5, row))]
+        if refs:
+            cells += [fmt_ratio(ratio(floor, row)), fmt_ratio(ratio(pyro5, row))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -287,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stat", default="mean", choices=["mean", "median", "min"])
     parser.add_argument("--png", help="also write a bar chart here (needs matplotlib)")
     args = parser.parse_args(argv)
-    doc, rows = load(args.json, args.stat)
+    try:
+        doc, rows = load(args.json, args.stat)
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot read {args.json}: {exc}")
     if not rows:
         print(f"{args.json}: no benchmark results (was it run with --benchmark-disable?)",
               file=sys.stderr)  # fmt: skip

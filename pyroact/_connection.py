@@ -289,6 +289,14 @@ class Connection:
             self.state = CLOSED
             raise ProtocolError(f"invalid header: expected GRANTED, got {frame.msg_type}")
         proof = bytes(frame.payload)
+        if self._key is None and proof:
+            # The server granted a keyed session (a validator made a token from a key this
+            # end was not given): frames would fail their MAC check, so refuse clearly now.
+            self.state = CLOSED
+            raise ConnectionDeniedError(
+                "security reasons: the server granted an authenticated session but this client "
+                "has no identification key (set one with _setIdentification)"
+            )
         if self._key is not None:
             expected = server_proof(self._key, self.transcript)
             if not hmac.compare_digest(proof, expected):

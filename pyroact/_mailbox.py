@@ -11,18 +11,46 @@ worker).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .errors import BusyError
 
-__all__ = ["InlineExecutor", "Mailbox", "Submit", "Task", "ThreadPool"]
+__all__ = ["InlineExecutor", "Mailbox", "Submit", "Task", "ThreadPool", "blocking"]
 
 log = logging.getLogger("pyroact.system")
 
 Task = Callable[[], None]
 Submit = Callable[[Task], None]
+
+# The pool that runs the current thread's task (unset outside pool threads).
+_worker = threading.local()
+
+
+@contextlib.contextmanager
+def blocking() -> Iterator[None]:
+    """Mark the current pool thread as waiting on another call while the block runs.
+
+    A call that makes a nested remote call (a callback, A→B→A…) holds its pool thread while
+    it waits for the reply. Inside this block that thread does not count against the pool's
+    bound, so the pool starts another thread for queued work instead of deadlocking when
+    every thread waits on a call that sits in the queue. Outside a pool thread it does
+    nothing.
+
+    Yields:
+        Nothing.
+    """
+    pool: ThreadPool | None = getattr(_worker, "pool", None)
+    if pool is None:
+        yield
+        return
+    pool._enter_blocking()
+    try:
+        yield
+    finally:
+        pool._exit_blocking()
 
 
 def _run_logged(task: Task) -> None:
@@ -54,8 +82,10 @@ class ThreadPool:
 
     A thread is started when a task arrives and no idle thread is waiting, up to
     ``max_threads``; beyond that tasks queue. Idle threads exit after ``idle_timeout``. So idle
-    connections never hold a thread, and nested calls (each holding one thread while it waits
-    for the next level) do not deadlock below ``max_threads`` levels.
+    connections never hold a thread. A thread waiting inside :func:`blocking` (a nested
+    remote call waiting for its reply) does not count against ``max_threads``, so nested
+    calls deeper than the pool (A→B→A→B…) do not deadlock: at most ``max_threads`` threads
+    run while any number wait on the calls they made.
 
     Args:
         max_threads: the most threads running tasks at once.
@@ -76,6 +106,7 @@ class ThreadPool:
         self._cond = threading.Condition()
         self._threads = 0
         self._idle = 0
+        self._blocked = 0
         self._started = 0
         self._closed = False
 
@@ -97,17 +128,33 @@ class ThreadPool:
             if self._closed:
                 raise RuntimeError("thread pool is shut down")
             self._tasks.append(task)
-            if self._idle >= len(self._tasks):
-                self._cond.notify()
-            elif self._threads < self.max_threads:
-                self._threads += 1
-                self._started += 1
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{self._started}", daemon=True
-                )
-                thread.start()
+            self._wake_or_start()
+
+    def _wake_or_start(self) -> None:
+        # Called with the condition held: hand the queued work to an idle thread, or start
+        # one while fewer than max_threads threads run tasks (blocked ones do not count).
+        if self._idle >= len(self._tasks):
+            self._cond.notify()
+        elif self._threads - self._blocked < self.max_threads:
+            self._threads += 1
+            self._started += 1
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{self._started}", daemon=True
+            )
+            thread.start()
+
+    def _enter_blocking(self) -> None:
+        with self._cond:
+            self._blocked += 1
+            if self._tasks and not self._closed:
+                self._wake_or_start()
+
+    def _exit_blocking(self) -> None:
+        with self._cond:
+            self._blocked -= 1
 
     def _work(self) -> None:
+        _worker.pool = self
         cond = self._cond
         cond.acquire()
         try:

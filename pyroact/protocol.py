@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import _connection as connection_sm
+from . import _mailbox, constants, serializer
 from . import _wirespec as spec
-from . import constants, serializer
 from .errors import (
     ConnectionClosedError,
     ConnectionDeniedError,
@@ -491,7 +491,9 @@ class PYROAdapter:
                 self._last_used = time.monotonic()
                 return None
             try:
-                frame = sm.check(channel.recv_frame())
+                # Inside a server call this is a nested call: let the pool replace this thread.
+                with _mailbox.blocking():
+                    frame = sm.check(channel.recv_frame())
             except ProtocolError:
                 channel.close()
                 raise

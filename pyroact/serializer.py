@@ -49,26 +49,31 @@ TRACEBACK_ATTRIBUTE = "remote_stacktrace"
 Encoded = tuple[bytes, list[pickle.PickleBuffer], int]
 
 
-class _BytesBuffer:
-    """Carries a large bytes-like value out of band; it is rebuilt as ``bytes``."""
+class _OutOfBand:
+    """Carries a large bytes-like value out of band; it is rebuilt as ``rebuild(buffer)``."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "rebuild")
 
-    def __init__(self, data: Any) -> None:
+    def __init__(self, data: Any, rebuild: type) -> None:
         self.data = data
+        self.rebuild = rebuild
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        return (bytes, (pickle.PickleBuffer(self.data),))
+        return (self.rebuild, (pickle.PickleBuffer(self.data),))
+
+
+# What each top-level bytes-like type is rebuilt as (memoryviews are not picklable: bytes).
+_OUT_OF_BAND_TYPES: dict[type, type] = {bytes: bytes, bytearray: bytearray, memoryview: bytes}
 
 
 def _wrap_large(value: Any, threshold: int) -> Any:
-    kind = type(value)
-    if kind is bytes or kind is memoryview:
-        if len(memoryview(value)) * memoryview(value).itemsize >= threshold:
-            return _BytesBuffer(value)
-        if kind is memoryview:
-            return bytes(value)
-    return value
+    rebuild = _OUT_OF_BAND_TYPES.get(type(value))
+    if rebuild is None:
+        return value
+    view = memoryview(value)
+    if view.nbytes >= threshold and view.c_contiguous:
+        return _OutOfBand(value, rebuild)
+    return bytes(view) if type(value) is memoryview else value
 
 
 def _needs_cloudpickle(values: Iterable[Any]) -> bool:
@@ -230,6 +235,14 @@ class _ExceptionPickler(pickle.Pickler):
 
 
 def _pickle_exception(exc: BaseException) -> bytes | None:
+    # Plain pickling keeps the state builtin exceptions set in C (OSError.filename, ...); it
+    # is used whenever it round-trips here, the __new__-based rebuild otherwise.
+    try:
+        plain = pickle.dumps(exc, PROTOCOL)
+        if type(pickle.loads(plain)) is type(exc):
+            return plain
+    except Exception:
+        pass
     stream = io.BytesIO()
     try:
         _ExceptionPickler(stream, PROTOCOL).dump(exc)
@@ -333,4 +346,6 @@ def decompress(payload: Any, *, max_size: int) -> bytes:
         raise SerializeError(f"invalid compressed payload: {exc}") from None
     if len(data) > max_size or inflater.unconsumed_tail:
         raise MessageTooLargeError(max(len(data), max_size + 1), max_size)
+    if not inflater.eof or inflater.unused_data:
+        raise SerializeError("invalid compressed payload: truncated stream or trailing bytes")
     return data

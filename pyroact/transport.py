@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import ipaddress
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +54,10 @@ def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host in _LOOPBACK_NAMES:
         return True
-    return host.startswith("127.") or host == "::1"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def format_address(host: str, port: int) -> str:
@@ -66,6 +70,7 @@ def format_address(host: str, port: int) -> str:
     Returns:
         ``host:port`` or ``[v6]:port``.
     """
+    host = host.strip("[]")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -552,8 +552,12 @@ def configure_logging(
             (SYSTEM_LOGGER_NAME, tracelevel, logfile),
             (USER_LOGGER_NAME, user_tracelevel, user_logfile),
         ):
-            logging.getLogger(name).setLevel(trace_level_to_logging(level))
-            _install_file_handler(name, path, storage)
+            # Trace level 0 leaves the logger to the application's own logging setup (and
+            # writes no file), so pyroact's warnings still reach handlers such as caplog.
+            logging.getLogger(name).setLevel(
+                trace_level_to_logging(level) if level > 0 else logging.NOTSET
+            )
+            _install_file_handler(name, path if level > 0 else None, storage)
 
 
 # --------------------------------------------------------------------------- threads

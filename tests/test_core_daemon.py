@@ -279,3 +279,28 @@ def test_threaded_idle_clients_hold_no_threads() -> None:
         assert threading.active_count() - threads_before <= 4
         for p in [*idle, late]:
             p._release()
+
+
+@pytest.mark.parametrize(("multithreaded", "expected"), [(False, "single"), (True, "threaded")])
+def test_pyro_multithreaded_chooses_the_mode(multithreaded: bool, expected: str) -> None:
+    with config_values(PYRO_MULTITHREADED=multithreaded, PYRO_SERVERTYPE=""):
+        with Daemon() as d:
+            assert d.mode == expected
+            assert d.threaded is (expected == "threaded")
+
+
+def test_pyro_dns_uri_keeps_host_names() -> None:
+    with Daemon(mode="single", host="localhost") as d:
+        assert d.connect(Echo()).address == "127.0.0.1"
+        with config_values(PYRO_DNS_URI=True):
+            assert d.connect(Echo()).address == "localhost"
+            assert PyroURI("PYRO://localhost:9000/x").address == "localhost"
+
+
+def test_initclient_and_initserver_are_idempotent() -> None:
+    from pyroact.core import initClient, initServer
+
+    initClient()
+    initClient()
+    initServer()
+    initServer()

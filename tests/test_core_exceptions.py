@@ -33,7 +33,9 @@ def test_getpyrotraceback_shows_the_remote_part(daemon: Daemon) -> None:
         text = "".join(util.getPyroTraceback(exc))
     else:
         pytest.fail("no exception")
-    local, _, remote = text.partition(" +--- This exception occured remotely (Pyro) - Remote traceback:")
+    local, _, remote = text.partition(
+        " +--- This exception occured remotely (Pyro) - Remote traceback:"
+    )
     assert remote, text
     assert "test_getpyrotraceback_shows_the_remote_part" in local
     assert "\n | " in remote and "in fail" in remote
@@ -41,7 +43,9 @@ def test_getpyrotraceback_shows_the_remote_part(daemon: Daemon) -> None:
     proxy._release()
 
 
-def test_excepthook_prints_the_remote_part(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+def test_excepthook_prints_the_remote_part(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
     proxy = daemon.connect(Echo()).getProxy()
     try:
         proxy.fail("hook-check")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from helpers import RawClient, config_values, serving, wait_until
 from remote_objects import Bouncer, Callback, CallbackServer, Echo
 
-from pyroact import serializer
+import pyroact
 from pyroact import _wirespec as spec
-from pyroact.core import Daemon, DynamicProxy
+from pyroact import serializer, util
+from pyroact.core import Daemon
 from pyroact.errors import TimeoutError
 
 
@@ -93,8 +95,24 @@ def test_oneway_unthreaded_keeps_the_order(mode: str) -> None:
         proxy._release()
 
 
+@pytest.fixture
+def no_log_files() -> Iterator[None]:
+    """Detach pyroact's log files (they default to the current directory) during a test."""
+    cfg = pyroact.config
+    levels = (cfg.PYRO_TRACELEVEL, cfg.PYRO_USER_TRACELEVEL)
+    util.configure_logging(levels[0], None, levels[1], None)
+    yield
+    util.configure_logging(
+        levels[0],
+        cfg.PYRO_LOGFILE,
+        levels[1],
+        cfg.PYRO_USER_LOGFILE,
+        storage=cfg.PYRO_STORAGE,
+    )
+
+
 def test_oneway_exception_is_logged_not_raised(
-    daemon: Daemon, caplog: pytest.LogCaptureFixture
+    daemon: Daemon, caplog: pytest.LogCaptureFixture, no_log_files: None
 ) -> None:
     caplog.set_level(logging.WARNING, logger="pyroact.user")
     proxy = daemon.connect(Echo()).getProxy()
@@ -140,7 +158,9 @@ def test_a_dead_callback_client_gives_the_server_an_error_it_can_catch(server_mo
         # The callback daemon is gone now.
         results = service.fire(2)
         assert len(results) == 1
-        assert results[0].startswith(("dead: ConnectionClosedError", "dead: ProtocolError")), results
+        assert results[0].startswith(("dead: ConnectionClosedError", "dead: ProtocolError")), (
+            results
+        )
         assert service.fire(3)[0].startswith("dead: ProtocolError: connection failed")
         service._release()
 
@@ -154,3 +174,24 @@ def test_conversation_fifty_calls_deep_in_threaded_mode() -> None:
         assert proxy_b.bounce(50, bouncer_a.getProxy()) == 50
         assert bouncer_b.max_depth == 50 and bouncer_a.max_depth == 49
         proxy_b._release()
+
+
+@pytest.mark.parametrize("pool_size", [64, 2])
+def test_nested_calls_deeper_than_the_pool_do_not_deadlock(pool_size: int) -> None:
+    # Both objects on one daemon: every level of the conversation holds one of its threads.
+    with config_values(PYRO_THREADPOOL_SIZE=pool_size), serving("threaded") as d:
+        x, y = Bouncer(), Bouncer()
+        d.connect(x)
+        d.connect(y)
+        result: list[int] = []
+        proxy = y.getProxy()
+        t = threading.Thread(target=lambda: result.append(proxy.bounce(50, x.getProxy())))
+        t.start()
+        t.join(15)
+        alive = t.is_alive()
+        if alive:
+            d.closedown()  # unblocks the stuck chain so the thread can end
+            t.join(5)
+        assert not alive, f"50-deep conversation deadlocked with PYRO_THREADPOOL_SIZE={pool_size}"
+        assert result == [50]
+        proxy._release()

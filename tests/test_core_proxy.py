@@ -6,7 +6,6 @@ import copy
 import pickle
 import socket
 import threading
-from typing import Any
 
 import pytest
 from helpers import serving, wait_until

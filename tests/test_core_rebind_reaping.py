@@ -11,7 +11,7 @@ import pytest
 from helpers import ServerProcess, serving, wait_until
 from remote_objects import Echo
 
-from pyroact.core import Daemon, DynamicProxy
+from pyroact.core import DynamicProxy
 from pyroact.errors import ConnectionClosedError, ProtocolError, TimeoutError
 
 GUID = "rebind-object-0001"

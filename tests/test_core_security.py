@@ -93,7 +93,9 @@ def test_a_frame_without_a_mac_on_an_authenticated_connection_is_refused(
     raw = RawClient(daemon.port, ident="s3cret")
     try:
         payload, buffers, flags = serializer.dumps_call(("no mac",), {})
-        frame = encode_frame(spec.MSG_REQUEST, seq=0, object_id=guid, method="echo", payload=payload)
+        frame = encode_frame(
+            spec.MSG_REQUEST, seq=0, object_id=guid, method="echo", payload=payload
+        )
         raw.send_raw(segments_bytes(frame))
         assert raw.closed_by_server(timeout=5)
     finally:
@@ -295,3 +297,25 @@ def test_concurrent_hostile_clients_do_not_stop_service(server_mode: str) -> Non
             t.join(20)
         assert errors == []
         proxy._release()
+
+
+class FixedTokenValidator(DefaultConnValidator):
+    """A client-side validator that proves a passphrase of its own choosing."""
+
+    def createAuthToken(
+        self, authid: bytes | None, challenge: bytes, peeraddr: Any, URI: Any, daemon: Any
+    ) -> bytes:
+        return super().createAuthToken(self.mungeIdent("s3cret"), challenge, peeraddr, URI, daemon)
+
+
+def test_proxy_side_connection_validator_makes_the_token(daemon: Daemon) -> None:
+    daemon.setAllowedIdentifications(["s3cret"])
+    proxy = daemon.connect(Echo()).getProxy()
+    with pytest.raises(TypeError):
+        proxy._setNewConnectionValidator(object())
+    proxy._setNewConnectionValidator(FixedTokenValidator())
+    with pytest.raises(ConnectionDeniedError, match="no identification key"):
+        proxy.echo(1)  # the token alone is not enough: the client must also know the key
+    proxy._setIdentification("s3cret")
+    assert proxy.echo(2) == 2
+    proxy._release()

@@ -139,12 +139,6 @@ def test_large_buffer_goes_out_of_band(make: Any, result_type: type) -> None:
     assert result == bytes(memoryview(value).cast("B"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: serializer._wrap_large (serializer.py:63) wraps only bytes and memoryview, "
-    "but pickle 5 sends a bytearray in band (only PickleBuffer objects reach "
-    "buffer_callback), so a large bytearray is copied into the payload and buffers is []",
-)
 def test_large_bytearray_goes_out_of_band() -> None:
     value = bytearray(b"a" * BIG)
     payload, buffers, _ = dumps(value)
@@ -378,16 +372,6 @@ def test_exception_round_trip_keeps_class_and_args(exc: BaseException) -> None:
     assert result.remote_stacktrace == TRACEBACK  # type: ignore[attr-defined]
 
 
-C_STATE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: serializer._rebuild_exception (serializer.py:200) recreates an exception "
-    "with cls.__new__ and never runs __init__, so attributes that built-in exceptions set "
-    "in their C __init__ are lost: OSError.filename, UnicodeDecodeError's fields (str() "
-    "becomes ''), SyntaxError.lineno/filename, StopIteration.value, SystemExit.code",
-)
-
-
-@C_STATE_BUG
 @pytest.mark.parametrize(
     ("exc", "attributes"),
     [
@@ -554,12 +538,6 @@ def test_decompress_invalid_data(bad: bytes) -> None:
         decompress(bad, max_size=MIB)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: serializer.decompress (serializer.py:300) never checks inflater.eof or "
-    "unused_data: a truncated zlib stream silently yields the partial data, and bytes after "
-    "the end of the stream are silently dropped, instead of SerializeError",
-)
 @pytest.mark.parametrize("damage", ["truncated", "trailing-garbage"])
 def test_decompress_rejects_incomplete_or_padded_streams(damage: str) -> None:
     packed = zlib.compress(b"hello world " * 100)

@@ -515,21 +515,10 @@ def test_peer_closed_without_timeout_keeps_the_socket_blocking() -> None:
         pytest.param(
             "127.example.com",
             False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: transport.is_loopback (transport.py:44) treats any string "
-                "starting with '127.' as loopback, so a DNS name such as 127.example.com "
-                "(which may resolve to a public address) passes a loopback-only check",
-            ),
         ),
         pytest.param(
             "0:0:0:0:0:0:0:1",
             True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: transport.is_loopback compares the text with '::1', so the "
-                "same address written in full (0:0:0:0:0:0:0:1) is not recognised",
-            ),
         ),
     ],
 )
@@ -551,12 +540,6 @@ def test_is_loopback(host: str, expected: bool) -> None:
             "[::1]",
             80,
             "[::1]:80",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: transport.format_address (transport.py:59) brackets an already "
-                "bracketed IPv6 literal ('[[::1]]:80'); connect() accepts bracketed hosts and "
-                "passes them to it for its error messages",
-            ),
         ),
     ],
 )
