@@ -738,6 +738,70 @@ def initServer(banner: int = 0, storageCheck: int = 1) -> None:
 # -- the daemon ------------------------------------------------------------------------------
 
 
+class CallOutcome:
+    """What one call produced: a result, or an exception and its formatted traceback."""
+
+    __slots__ = ("error", "lines", "result")
+
+    def __init__(self, result: Any, error: BaseException | None, lines: list[str]) -> None:
+        self.result = result
+        self.error = error
+        self.lines = lines
+
+    def encode(self, oob_threshold: int) -> tuple[int, Any, list[Any], int]:
+        """The reply frame's ``(msg_type, payload, buffers, flags)``.
+
+        A result that cannot be pickled becomes a SerializeError reply.
+        """
+        if self.error is None:
+            try:
+                payload, buffers, flags = serializer.dumps(self.result, oob_threshold=oob_threshold)
+                return spec.MSG_REPLY, payload, list(buffers), flags
+            except SerializeError as exc:
+                return spec.MSG_EXCEPTION, serializer.dumps_exception(exc, [f"{exc}\n"]), [], 0
+        return spec.MSG_EXCEPTION, serializer.dumps_exception(self.error, self.lines), [], 0
+
+
+def execute_call(entry: _Entry, frame: Frame, tls: Any, config: Any) -> CallOutcome:
+    """Unpickle a call frame's arguments, run the method on the entry's object, capture all.
+
+    The same code runs calls in the single and threaded modes and in process-mode workers.
+
+    Args:
+        entry: the connected object.
+        frame: the REQUEST or ONEWAY frame (its ``method`` is the bare method name).
+        tls: the thread-local storage the call sees through ``getLocalStorage()``.
+        config: the configuration (size limit, detailed tracebacks).
+
+    Returns:
+        The outcome; exceptions are captured in it, never raised.
+    """
+    current_call.tls, current_call.connection = tls, getattr(tls, "caller", None)
+    method = frame.method
+    try:
+        payload = frame.payload
+        if frame.flags & spec.FLAG_COMPRESSED:
+            payload = serializer.decompress(payload, max_size=config.PYRO_MAX_MESSAGE_SIZE)
+        args, kwargs = serializer.loads_call(payload, frame.buffers)
+        obj = entry.obj
+        target = obj if method in _ATTRIBUTE_CALLS else obj._pyroact_target()
+        outcome = CallOutcome(getattr(target, method)(*args, **kwargs), None, [])
+    except Exception as exc:
+        entry.mailbox.errors += 1
+        lines = util.formatTraceback(
+            type(exc), exc, exc.__traceback__, detailed=bool(config.PYRO_DETAILED_TRACEBACK)
+        )
+        outcome = CallOutcome(None, exc, lines)
+        if frame.msg_type == spec.MSG_ONEWAY:
+            user_log.warning(
+                "oneway call %s.%s raised: %s", type(entry.obj).__name__, method, "".join(lines)
+            )
+    finally:
+        current_call.tls = current_call.connection = None
+        entry.obj.lastUsed = time.time()
+    return outcome
+
+
 class _Entry:
     """A connected object: the object, its name, its mailbox."""
 
@@ -1076,66 +1140,24 @@ class Daemon(TCPServer, ObjBase):
     def _run_call(self, conn: TCPConnection, frame: Frame, entry: _Entry, background: bool) -> None:
         tls = conn.tls or self.shared_tls
         tls.caller = conn
-        current_call.tls, current_call.connection = tls, conn
-        error: BaseException | None = None
-        lines: list[str] = []
-        result: Any = None
         try:
-            payload = frame.payload
-            if frame.flags & spec.FLAG_COMPRESSED:
-                payload = serializer.decompress(payload, max_size=self.config.PYRO_MAX_MESSAGE_SIZE)
-            args, kwargs = serializer.loads_call(payload, frame.buffers)
-            obj = entry.obj
-            target = obj if frame.method in _ATTRIBUTE_CALLS else obj._pyroact_target()
-            result = getattr(target, frame.method)(*args, **kwargs)
-        except Exception as exc:
-            error = exc
-            entry.mailbox.errors += 1
-            lines = util.formatTraceback(
-                type(exc),
-                exc,
-                exc.__traceback__,
-                detailed=bool(self.config.PYRO_DETAILED_TRACEBACK),
-            )
-        finally:
-            current_call.tls = current_call.connection = None
-            entry.obj.lastUsed = time.time()
-        try:
+            outcome = execute_call(entry, frame, tls, self.config)
             if frame.msg_type == spec.MSG_REQUEST:
-                if error is None:
-                    self._send_result(conn, frame, result)
-                else:
-                    self._send_exception(conn, frame, error, lines)
-            elif error is not None:
-                user_log.warning(
-                    "oneway call %s.%s raised: %s",
-                    type(entry.obj).__name__,
-                    frame.method,
-                    "".join(lines),
+                msg_type, payload, buffers, flags = outcome.encode(self.config.PYRO_OOB_THRESHOLD)
+                self._send(
+                    conn,
+                    conn.sm.build(
+                        msg_type, seq=frame.seq, payload=payload, buffers=buffers, flags=flags
+                    ),
                 )
         finally:
             if not background:
                 self.resume(conn)
-        if error is not None and isinstance(entry.obj, CallbackObjBase):
+        if outcome.error is not None and isinstance(entry.obj, CallbackObjBase):
             if self.threaded:
-                self.callbackError(error)
+                self.callbackError(outcome.error)
             else:
-                self.callback_errors.append(error)
-
-    def _send_result(self, conn: TCPConnection, frame: Frame, result: Any) -> None:
-        try:
-            payload, buffers, flags = serializer.dumps(
-                result, oob_threshold=self.config.PYRO_OOB_THRESHOLD
-            )
-        except SerializeError as exc:
-            self._send_exception(conn, frame, exc, [f"{exc}\n"])
-            return
-        self._send(
-            conn,
-            conn.sm.build(
-                spec.MSG_REPLY, seq=frame.seq, payload=payload, buffers=buffers, flags=flags
-            ),
-        )
+                self.callback_errors.append(outcome.error)
 
     def _send_exception(
         self, conn: TCPConnection, frame: Frame, exc: BaseException, lines: list[str]

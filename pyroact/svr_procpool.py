@@ -1,0 +1,415 @@
+"""The process-pool server mode's parent side: worker processes and their links (layer 5).
+
+How it works
+------------
+In the process mode the daemon's parent process accepts connections, runs the handshakes and
+frames calls exactly as in the threaded mode, but the objects live in worker processes. This
+module starts the workers (fresh interpreters: ``python -m pyroact._worker``, never a fork of
+the threaded parent) and owns one *link* per worker, a Unix socket pair that carries the same
+frames as the network:
+
+* parent → worker: ``REQUEST``/``ONEWAY`` with ``seq`` = a call id of the link, the target
+  object id, ``method`` = ``"<connection id>:<method name>"``, and the client's payload and
+  buffers untouched (the parent never unpickles them); control requests (object id ``""``)
+  with a pickled argument tuple from the parent itself.
+* worker → parent: ``REPLY``/``EXCEPTION`` with the call id, and ``ONEWAY`` notifications
+  (object id ``""``) such as an object the worker connected by itself.
+
+A worker shares its parent's fate: it exits when its link reaches EOF, which also happens when
+the parent is killed with ``kill -9``. When a worker dies, every call it had (running or queued
+in a mailbox) fails at once with :class:`~pyroact.errors.WorkerDiedError` naming the call and
+the exit status; the worker is restarted unless it crashed too often, and the daemon re-creates
+its objects. Calls are never retried.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _wirespec as spec
+from .errors import DaemonError, PyroError, WorkerDiedError
+from .transport import Channel
+from .wire import Frame, encode_frame
+
+__all__ = ["PendingCall", "WorkerHandle", "WorkerPool"]
+
+log = logging.getLogger("pyroact.system")
+
+# At most this many restarts of one worker within RESTART_WINDOW seconds.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+STARTUP_TIMEOUT = 60.0
+CONTROL_TIMEOUT = 60.0
+
+ReplyHandler = Callable[[Frame | None, BaseException | None], None]
+
+
+class PendingCall:
+    """A call sent to a worker and not answered yet.
+
+    Args:
+        label: what to name in an error (``"Class.method of object <id>"``).
+        on_done: called once as ``on_done(frame, None)`` with the reply, or
+            ``on_done(None, error)`` when the worker died.
+    """
+
+    __slots__ = ("label", "on_done")
+
+    def __init__(self, label: str, on_done: ReplyHandler) -> None:
+        self.label = label
+        self.on_done = on_done
+
+
+class WorkerHandle:
+    """One worker process and its link."""
+
+    def __init__(self, index: int, process: subprocess.Popen[bytes], channel: Channel) -> None:
+        self.index = index
+        self.process = process
+        self.channel = channel
+        self.pid = process.pid
+        self.pending: dict[int, PendingCall] = {}
+        self.lock = threading.Lock()
+        self.next_id = 1
+        self.alive = True
+        self.calls = 0
+        self.ready = threading.Event()
+
+    @property
+    def load(self) -> int:
+        """Calls sent and not answered."""
+        return len(self.pending)
+
+    def send_call(
+        self,
+        msg_type: int,
+        *,
+        object_id: str,
+        method: str,
+        payload: Any,
+        buffers: Sequence[Any],
+        flags: int,
+        pending: PendingCall | None,
+    ) -> None:
+        """Send one frame to the worker, recording ``pending`` under a fresh call id.
+
+        Raises:
+            WorkerDiedError: the worker is gone.
+        """
+        with self.lock:
+            if not self.alive:
+                raise WorkerDiedError(f"worker {self.index} is not running")
+            call_id = self.next_id
+            self.next_id = (call_id + 1) & spec.MAX_SEQ or 1
+            if pending is not None:
+                self.pending[call_id] = pending
+            self.calls += 1
+            segments = encode_frame(
+                msg_type,
+                seq=call_id,
+                object_id=object_id,
+                method=method,
+                payload=payload,
+                buffers=buffers,
+                flags=flags,
+            )
+            try:
+                self.channel.send(segments)
+            except PyroError as exc:
+                self.pending.pop(call_id, None)
+                raise WorkerDiedError(f"worker {self.index} link failed: {exc}") from None
+
+
+class WorkerPool:
+    """Starts, watches and restarts the worker processes of one daemon.
+
+    Args:
+        count: how many workers.
+        name: the daemon's name (for process titles).
+        worker_args: extra ``--key value`` arguments for every worker.
+        on_notify: called as ``on_notify(worker_index, name, args)`` for a worker's
+            notification (in the worker's reader thread).
+        on_restart: called as ``on_restart(worker_index)`` after a worker was restarted.
+
+    Raises:
+        ValueError: ``count`` is below 1.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        name: str,
+        worker_args: dict[str, str],
+        on_notify: Callable[[int, str, Any], None],
+        on_restart: Callable[[int], None],
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"a process pool needs at least 1 worker, not {count}")
+        self.count = count
+        self.name = name
+        self._worker_args = worker_args
+        self._on_notify = on_notify
+        self._on_restart = on_restart
+        self.workers: list[WorkerHandle] = []
+        self._restarts: list[collections.deque[float]] = [collections.deque() for _ in range(count)]
+        self.restart_counts = [0] * count
+        self._closing = False
+        self._rr = 0
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every worker and wait until each is ready.
+
+        Raises:
+            DaemonError: a worker did not start.
+        """
+        self.workers = [self._spawn(i) for i in range(self.count)]
+        for handle in self.workers:
+            self._wait_ready(handle)
+
+    def _spawn(self, index: int) -> WorkerHandle:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [
+            sys.executable,
+            "-m",
+            "pyroact._worker",
+            "--fd",
+            str(child_sock.fileno()),
+            "--index",
+            str(index),
+            "--count",
+            str(self.count),
+            "--name",
+            self.name,
+        ]
+        for key, value in self._worker_args.items():
+            args += [f"--{key}", value]
+        try:
+            process = subprocess.Popen(args, pass_fds=(child_sock.fileno(),), close_fds=True)
+        finally:
+            child_sock.close()
+        handle = WorkerHandle(index, process, Channel(parent_sock))
+        threading.Thread(
+            target=self._read_link, args=(handle,), name=f"pyroact-link-{index}", daemon=True
+        ).start()
+        return handle
+
+    def _wait_ready(self, handle: WorkerHandle) -> None:
+        if not handle.ready.wait(STARTUP_TIMEOUT) or not handle.alive:
+            raise DaemonError(
+                f"worker {handle.index} (pid {handle.pid}) did not start "
+                f"(exit status {handle.process.poll()})"
+            )
+
+    def shutdown(self, deadline: float) -> None:
+        """Let in-flight calls finish until ``deadline`` (monotonic), then stop every worker.
+
+        Args:
+            deadline: ``time.monotonic()`` value after which workers are stopped regardless.
+        """
+        self._closing = True
+        for handle in self.workers:
+            while handle.pending and handle.alive and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for handle in self.workers:
+            if handle.alive:
+                try:
+                    handle.channel.send(encode_frame(spec.MSG_CLOSE))
+                except PyroError:
+                    pass
+        for handle in self.workers:
+            try:
+                handle.process.wait(max(0.1, deadline - time.monotonic()) + 2.0)
+            except subprocess.TimeoutExpired:
+                handle.process.kill()
+                handle.process.wait(5.0)
+            handle.channel.close()
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def worker(self, index: int) -> WorkerHandle:
+        """The current handle of worker ``index``."""
+        return self.workers[index]
+
+    def least_loaded(self, indices: Sequence[int] | None = None) -> int:
+        """The live worker (among ``indices``) with the fewest outstanding calls.
+
+        Raises:
+            DaemonError: no worker is running.
+        """
+        candidates = [
+            h for h in (self.workers if indices is None else [self.workers[i] for i in indices])
+            if h.alive
+        ]
+        if not candidates:
+            raise DaemonError("no worker process is running")
+        return min(candidates, key=lambda h: h.load).index
+
+    def round_robin(self) -> int:
+        """The next live worker in turn.
+
+        Raises:
+            DaemonError: no worker is running.
+        """
+        with self._lock:
+            for _ in range(self.count):
+                index = self._rr % self.count
+                self._rr += 1
+                if self.workers[index].alive:
+                    return index
+        raise DaemonError("no worker process is running")
+
+    def control(self, index: int, name: str, *args: Any) -> Any:
+        """Run a control request on a worker and wait for its result.
+
+        Args:
+            index: the worker.
+            name: the control name (see ``pyroact._worker``).
+            *args: its arguments (pickled here: they come from the parent itself).
+
+        Returns:
+            The worker's result.
+
+        Raises:
+            WorkerDiedError: the worker died before answering.
+            BaseException: what the control request raised in the worker.
+        """
+        from . import serializer
+
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def on_done(frame: Frame | None, error: BaseException | None) -> None:
+            outcome.append((frame, error))
+            done.set()
+
+        payload, buffers, flags = serializer.dumps(args)
+        self.workers[index].send_call(
+            spec.MSG_REQUEST,
+            object_id="",
+            method=name,
+            payload=payload,
+            buffers=buffers,
+            flags=flags,
+            pending=PendingCall(f"control {name!r} on worker {index}", on_done),
+        )
+        if not done.wait(CONTROL_TIMEOUT):
+            raise WorkerDiedError(f"worker {index} did not answer control {name!r}")
+        frame, error = outcome[0]
+        if error is not None:
+            raise error
+        if frame.msg_type == spec.MSG_EXCEPTION:
+            raise serializer.loads_exception(frame.payload)
+        return serializer.loads(frame.payload, frame.buffers)
+
+    # -- the link reader -----------------------------------------------------------------------
+
+    def _read_link(self, handle: WorkerHandle) -> None:
+        channel = handle.channel
+        while True:
+            try:
+                frame = channel.recv_frame()
+            except PyroError:
+                break
+            if frame.object_id == "" and frame.msg_type == spec.MSG_ONEWAY:
+                self._notification(handle, frame)
+                continue
+            with handle.lock:
+                pending = handle.pending.pop(frame.seq, None)
+            if pending is not None:
+                try:
+                    pending.on_done(frame, None)
+                except Exception:
+                    log.exception("error forwarding a reply from worker %d", handle.index)
+        self._worker_died(handle)
+
+    def _notification(self, handle: WorkerHandle, frame: Frame) -> None:
+        args = pickle.loads(frame.payload)
+        if frame.method == "ready":
+            handle.ready.set()
+            return
+        try:
+            self._on_notify(handle.index, frame.method, args)
+        except Exception:
+            log.exception("error handling notification %r of worker %d", frame.method, handle.index)
+
+    def _worker_died(self, handle: WorkerHandle) -> None:
+        with handle.lock:
+            handle.alive = False
+            pending, handle.pending = handle.pending, {}
+        try:
+            status: int | None = handle.process.wait(2.0)
+        except subprocess.TimeoutExpired:
+            handle.process.kill()
+            status = handle.process.wait(5.0)
+        handle.ready.set()
+        handle.channel.close()
+        if self._closing:
+            return
+        log.error("worker %d (pid %d) died with exit status %s", handle.index, handle.pid, status)
+        for call in pending.values():
+            error = WorkerDiedError(
+                f"worker {handle.index} (pid {handle.pid}) died with exit status {status} "
+                f"during {call.label}"
+            )
+            try:
+                call.on_done(None, error)
+            except Exception:
+                log.exception("error failing a call of dead worker %d", handle.index)
+        self._restart(handle.index)
+
+    def _restart(self, index: int) -> None:
+        now = time.monotonic()
+        times = self._restarts[index]
+        while times and now - times[0] > RESTART_WINDOW:
+            times.popleft()
+        if len(times) >= MAX_RESTARTS:
+            log.error(
+                "worker %d crashed %d times within %.0f s: not restarting it",
+                index,
+                len(times) + 1,
+                RESTART_WINDOW,
+            )
+            return
+        times.append(now)
+        try:
+            handle = self._spawn(index)
+            self.workers[index] = handle
+            self._wait_ready(handle)
+        except (OSError, DaemonError) as exc:
+            log.error("cannot restart worker %d: %s", index, exc)
+            return
+        self.restart_counts[index] += 1
+        self._on_restart(index)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per-worker counters: pid, alive, calls, outstanding calls, restarts."""
+        return [
+            {
+                "index": h.index,
+                "pid": h.pid,
+                "alive": h.alive,
+                "calls": h.calls,
+                "outstanding": h.load,
+                "restarts": self.restart_counts[h.index],
+            }
+            for h in self.workers
+        ]
+
+    @staticmethod
+    def default_count() -> int:
+        """One worker per CPU."""
+        return os.cpu_count() or 1
