@@ -31,9 +31,9 @@ import pyroact
 from . import _wirespec as spec
 from . import constants, serializer, util
 from ._mailbox import Mailbox
+from ._procroutes import PINNED, PLACEMENTS, REPLICATED, ProcessRouter
 from .errors import (
     BusyError,
-    ConnectionClosedError,
     DaemonError,
     NamingError,
     ProtocolError,
@@ -42,6 +42,8 @@ from .errors import (
     URIError,
 )
 from .protocol import (
+    CONNECTION_FIELDS,
+    LocalStorage,
     PYROAdapter,
     TCPConnection,
     TCPServer,
@@ -50,6 +52,8 @@ from .protocol import (
 from .wire import Frame
 
 __all__ = [
+    "PINNED",
+    "REPLICATED",
     "CallbackObjBase",
     "Daemon",
     "DaemonServant",
@@ -296,7 +300,7 @@ class ObjBase:
         """Internal: remember the daemon this object is connected to (a weak reference)."""
         self.daemon = weakref.ref(daemon) if daemon is not None else None
 
-    def getDaemon(self) -> Daemon | None:
+    def getDaemon(self) -> Any:
         """The daemon this object is connected to, or None."""
         return self.daemon() if self.daemon is not None else None
 
@@ -331,7 +335,8 @@ class ObjBase:
         daemon = self.getDaemon()
         if daemon is None:
             raise DaemonError("object is not connected to a daemon: connect it first")
-        return daemon.uri_for(self.objectGUID)
+        uri: PyroURI = daemon.uri_for(self.objectGUID)
+        return uri
 
     def setCodeValidator(self, validator: Callable[..., bool]) -> None:
         """Set the mobile-code validator ``validator(name, module, address) -> bool``.
@@ -442,6 +447,10 @@ class DaemonServant(ObjBase):
     def getRegistered(self) -> dict[str, str | None]:
         """``{guid: name or None}`` of every connected object."""
         return self._the_daemon().getRegistered()
+
+    def getStats(self) -> dict[str, Any]:
+        """The daemon's counters (see :meth:`Daemon.getStats`)."""
+        return self._the_daemon().getStats()
 
     def ResolvePYROLOC(self, name: str) -> str:
         """The id of the object connected under ``name``.
@@ -824,8 +833,10 @@ class Daemon(TCPServer, ObjBase):
             try the next ``PYRO_PORT_RANGE`` ports.
         norange: use exactly ``port``.
         publishhost: the host name put in URIs (``PYRO_PUBLISHHOST``), for NAT.
-        mode: ``"single"`` or ``"threaded"`` (default from ``PYRO_SERVERTYPE`` /
-            ``PYRO_MULTITHREADED``).
+        mode: ``"single"``, ``"threaded"`` or ``"process"`` (default from
+            ``PYRO_SERVERTYPE`` / ``PYRO_MULTITHREADED``).
+        workers: process mode: how many worker processes (default ``PYRO_WORKERS``, 0 = one
+            per CPU).
 
     Raises:
         DaemonError: the daemon cannot start.
@@ -840,6 +851,7 @@ class Daemon(TCPServer, ObjBase):
         publishhost: str | None = None,
         *,
         mode: str | None = None,
+        workers: int | None = None,
     ) -> None:
         initServer()
         cfg = pyroact.config
@@ -867,6 +879,17 @@ class Daemon(TCPServer, ObjBase):
         self._next_reap = 0.0
         self._servant = DaemonServant(self)
         self._register(self._servant, "__PYRO_Internal_Daemon", persistent=True)
+        self._router: ProcessRouter | None = None
+        if self.mode == "process":
+            router = ProcessRouter(
+                self, workers or cfg.effective_workers(), internal_fields=CONNECTION_FIELDS
+            )
+            self._router = router
+            try:
+                router.start()
+            except BaseException:
+                self.closedown()
+                raise
 
     def __getstate__(self) -> Any:
         raise pickle.PicklingError("no access to the daemon")
@@ -907,64 +930,127 @@ class Daemon(TCPServer, ObjBase):
         obj.lastUsed = time.time()
         return self.uri_for(guid)
 
-    def connect(self, obj: ObjBase, name: str | None = None) -> PyroURI:
+    def connect(
+        self,
+        obj: Any,
+        name: str | None = None,
+        *,
+        placement: str = PINNED,
+        strategy: str = "round-robin",
+    ) -> PyroURI:
         """Serve ``obj``; with a name it is registered in the name server (if one is set).
 
+        ``obj`` may also be an ObjBase class or a factory: the instance is then created where
+        it will live (inside a worker in the process mode), which is how objects holding
+        unpicklable resources are served there. In the process mode ``placement="replicated"``
+        puts one instance on every worker (each call goes to the least-loaded one); a pinned
+        object lives on one worker, chosen by ``strategy``. The other modes have one instance.
+
         Args:
-            obj: an ObjBase instance.
+            obj: an ObjBase instance, or a class/factory returning one.
             name: its name (for the name server and PYROLOC), or None for a transient object.
+            placement: ``"pinned"`` or ``"replicated"``.
+            strategy: ``"round-robin"`` or ``"least-loaded"`` (pinned objects, process mode).
 
         Returns:
             The object's PYRO URI.
 
         Raises:
-            TypeError: ``obj`` is not an ObjBase.
-            DaemonError: an object with the same id is connected.
+            TypeError: ``obj`` is neither an ObjBase nor a factory of one.
+            ValueError: unknown placement or strategy.
+            DaemonError: an object with the same id is connected, or the instance cannot be
+                sent to a worker process (the message says to connect a factory instead).
             NamingError: the name server refused the name.
         """
-        uri = (
-            self.uri_for(obj.GUID())
-            if isinstance(obj, ObjBase) and hasattr(obj, "objectGUID")
-            else None
-        )
-        if name and self.NameServer is not None and uri is not None:
-            self.NameServer.register(name, uri)
-        elif name and self.NameServer is None:
+        guid = self._guid_for(obj)
+        if name and self.NameServer is not None:
+            self.NameServer.register(name, self.uri_for(guid))
+        elif name:
             log.debug("connecting %r without a name server: only PYROLOC can find it", name)
-        return self._register(obj, name, persistent=False)
+        return self._place(obj, guid, name, placement, strategy, persistent=False)
 
-    def connectPersistent(self, obj: ObjBase, name: str | None = None) -> PyroURI:
+    def connectPersistent(
+        self,
+        obj: Any,
+        name: str | None = None,
+        *,
+        placement: str = PINNED,
+        strategy: str = "round-robin",
+    ) -> PyroURI:
         """Serve ``obj`` under a URI that survives restarts (the name server keeps it).
 
         If the name server knows ``name`` at this daemon's address, that id is reused.
 
         Args:
-            obj: an ObjBase instance.
+            obj: an ObjBase instance, or a class/factory (see :meth:`connect`).
             name: its name.
+            placement: as for :meth:`connect`.
+            strategy: as for :meth:`connect`.
 
         Returns:
             The object's PYRO URI.
 
         Raises:
-            TypeError: ``obj`` is not an ObjBase.
+            TypeError: ``obj`` is neither an ObjBase nor a factory of one.
             NamingError: the name server refused the name.
         """
+        guid = self._guid_for(obj)
         ns = self.NameServer
         if name and ns is not None:
             try:
-                known = PyroURI(ns.resolve(name))
+                known: PyroURI | None = PyroURI(ns.resolve(name))
             except NamingError:
                 known = None
             if known is not None and (known.address, known.port) == (
                 _resolve_host(self.hostname),
                 self.port,
             ):
-                obj.setGUID(known.objectID)
+                guid = known.objectID
             else:
                 if known is not None:
                     ns.unregister(name)
-                ns.register(name, self.uri_for(obj.GUID()))
-        return self._register(obj, name, persistent=True)
+                ns.register(name, self.uri_for(guid))
+        return self._place(obj, guid, name, placement, strategy, persistent=True)
+
+    @staticmethod
+    def _guid_for(obj: Any) -> str:
+        if isinstance(obj, ObjBase):
+            if not hasattr(obj, "objectGUID"):
+                raise DaemonError(f"{type(obj).__name__} did not call ObjBase.__init__(self)")
+            return obj.GUID()
+        if not callable(obj):
+            raise TypeError(
+                f"a Pyro object must inherit from ObjBase (or be a factory of one), "
+                f"not {type(obj).__name__}"
+            )
+        return util.getGUID()
+
+    def _place(
+        self,
+        obj: Any,
+        guid: str,
+        name: str | None,
+        placement: str,
+        strategy: str,
+        *,
+        persistent: bool,
+    ) -> PyroURI:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
+        if self._router is not None:
+            self._router.connect(
+                obj, guid, name, placement=placement, strategy=strategy, persistent=persistent
+            )
+            if isinstance(obj, ObjBase):
+                obj.setGUID(guid)
+                obj.setPyroDaemon(self)
+            return self.uri_for(guid)
+        if not isinstance(obj, ObjBase):
+            obj = obj()
+            if not isinstance(obj, ObjBase):
+                raise TypeError(f"the factory made a {type(obj).__name__}, not an ObjBase")
+        obj.setGUID(guid)
+        return self._register(obj, name, persistent=persistent)
 
     def disconnect(self, obj_or_id: ObjBase | str) -> None:
         """Stop serving an object (given as the object or its id).
@@ -978,6 +1064,15 @@ class Daemon(TCPServer, ObjBase):
         guid = obj_or_id.GUID() if isinstance(obj_or_id, ObjBase) else str(obj_or_id)
         if guid == constants.INTERNAL_DAEMON_GUID:
             return
+        route = self._router.routes.get(guid) if self._router is not None else None
+        if route is not None and self._router is not None:
+            self._router.disconnect(guid)
+            if route.name and self.NameServer is not None:
+                with contextlib.suppress(PyroError):
+                    self.NameServer.unregister(route.name)
+            if isinstance(obj_or_id, ObjBase):
+                obj_or_id.setPyroDaemon(None)
+            return
         with self._lock:
             entry = self.implementations.pop(guid)
         if entry.name and self.NameServer is not None:
@@ -988,7 +1083,10 @@ class Daemon(TCPServer, ObjBase):
     def getRegistered(self) -> dict[str, str | None]:
         """``{guid: name or None}`` for every connected object, the internal one included."""
         with self._lock:
-            return {guid: entry.name for guid, entry in self.implementations.items()}
+            registered = {guid: entry.name for guid, entry in self.implementations.items()}
+        if self._router is not None:
+            registered.update({g: r.name for g, r in list(self._router.routes.items())})
+        return registered
 
     def getLocalObject(self, guid: str) -> ObjBase:
         """The connected object with id ``guid``.
@@ -1026,10 +1124,9 @@ class Daemon(TCPServer, ObjBase):
         Raises:
             NamingError: no object by that name.
         """
-        with self._lock:
-            for guid, entry in self.implementations.items():
-                if entry.name == name:
-                    return guid
+        for guid, found in self.getRegistered().items():
+            if found == name:
+                return guid
         raise NamingError("no object found by this name", name)
 
     def useNameServer(self, ns: Any) -> None:
@@ -1066,6 +1163,53 @@ class Daemon(TCPServer, ObjBase):
         """
         self._reap_age = secs or None
         self._next_reap = time.monotonic()
+        if self._router is not None:
+            self._router.broadcast("reap_age", self._reap_age)
+
+    def setInitTLS(self, func: Callable[[LocalStorage], None] | None) -> None:
+        """Set the function that initialises each new thread-local storage, once per storage.
+
+        In the process mode it must be picklable (a module-level function): every worker
+        gets it.
+
+        Args:
+            func: called as ``func(tls)``.
+        """
+        TCPServer.setInitTLS(self, func)
+        if self._router is not None:
+            self._router.broadcast("init_tls", func)
+
+    def drop_connection(self, conn: TCPConnection) -> None:
+        """Forget and close a connection (and tell the workers it served)."""
+        if self._router is not None and conn.forwarded_to:
+            self._router.connection_closed(conn)
+            conn.forwarded_to = set()
+        TCPServer.drop_connection(self, conn)
+
+    def closedown(self) -> None:
+        """Stop the workers (after in-flight calls, up to 5 s), close connections and socket."""
+        router, self._router = getattr(self, "_router", None), None
+        if router is not None:
+            router.shutdown(time.monotonic() + 5.0)
+        TCPServer.closedown(self)
+
+    def getStats(self) -> dict[str, Any]:
+        """Counters: calls, errors and queue depth per object; per worker in process mode."""
+        with self._lock:
+            local = {
+                guid: {
+                    "type": type(e.obj).__name__,
+                    "name": e.name,
+                    "calls": e.mailbox.calls,
+                    "errors": e.mailbox.errors,
+                    "queue_depth": e.mailbox.depth,
+                }
+                for guid, e in self.implementations.items()
+            }
+        stats: dict[str, Any] = {"mode": self.mode, "objects": local}
+        if self._router is not None:
+            stats.update(self._router.stats())
+        return stats
 
     def reapUnusedTransients(self) -> None:
         """Disconnect idle transients now and call their ``_gotReaped``."""
@@ -1113,18 +1257,23 @@ class Daemon(TCPServer, ObjBase):
 
     def dispatch_frame(self, conn: TCPConnection, frame: Frame) -> None:
         """Route one call frame to its object's mailbox (nothing is unpickled here)."""
+        if self._router is not None:
+            route = self._router.routes.get(frame.object_id)
+            if route is not None:
+                self._router.forward(conn, frame, route)
+                return
         entry = self.implementations.get(frame.object_id)
         oneway = frame.msg_type == spec.MSG_ONEWAY
         if entry is None:
             error = ProtocolError(f"unknown object ID {frame.object_id!r}")
             if not oneway:
-                self._send_exception(conn, frame, error, [])
+                self.reply_error(conn, frame.seq, error)
             self.drop_connection(conn)
             return
         refusal = _refusal(entry.obj, frame.method)
         if refusal is not None:
             if not oneway:
-                self._send_exception(conn, frame, AttributeError(refusal), [])
+                self.reply_error(conn, frame.seq, AttributeError(refusal))
             return
         background = oneway and self.threaded and self.config.PYRO_ONEWAY_THREADED
         if not background:
@@ -1133,7 +1282,7 @@ class Daemon(TCPServer, ObjBase):
             entry.mailbox.post(functools.partial(self._run_call, conn, frame, entry, background))
         except BusyError as exc:
             if not oneway:
-                self._send_exception(conn, frame, exc, [])
+                self.reply_error(conn, frame.seq, exc)
             if not background:
                 self.resume(conn)
 
@@ -1144,12 +1293,7 @@ class Daemon(TCPServer, ObjBase):
             outcome = execute_call(entry, frame, tls, self.config)
             if frame.msg_type == spec.MSG_REQUEST:
                 msg_type, payload, buffers, flags = outcome.encode(self.config.PYRO_OOB_THRESHOLD)
-                self._send(
-                    conn,
-                    conn.sm.build(
-                        msg_type, seq=frame.seq, payload=payload, buffers=buffers, flags=flags
-                    ),
-                )
+                self.reply(conn, msg_type, frame.seq, payload, buffers, flags)
         finally:
             if not background:
                 self.resume(conn)
@@ -1158,15 +1302,3 @@ class Daemon(TCPServer, ObjBase):
                 self.callbackError(outcome.error)
             else:
                 self.callback_errors.append(outcome.error)
-
-    def _send_exception(
-        self, conn: TCPConnection, frame: Frame, exc: BaseException, lines: list[str]
-    ) -> None:
-        payload = serializer.dumps_exception(exc, lines)
-        self._send(conn, conn.sm.build(spec.MSG_EXCEPTION, seq=frame.seq, payload=payload))
-
-    def _send(self, conn: TCPConnection, segments: list[Any]) -> None:
-        try:
-            conn.send(segments)
-        except ConnectionClosedError:
-            self.drop_connection(conn)

@@ -47,6 +47,7 @@ from .transport import Channel, connect, format_address, is_loopback, listen
 from .wire import Frame
 
 __all__ = [
+    "CONNECTION_FIELDS",
     "DefaultConnValidator",
     "LocalStorage",
     "PYROAdapter",
@@ -133,6 +134,8 @@ class TCPConnection:
         self.handshake_deadline = 0.0
         self.paused = False
         self.backlog: collections.deque[Frame] = collections.deque()
+        # Process mode: the workers this connection's calls went to.
+        self.forwarded_to: set[int] = set()
         self._send_lock = threading.Lock()
 
     @property
@@ -163,6 +166,26 @@ class TCPConnection:
 
     def __repr__(self) -> str:
         return f"<TCPConnection with {self.addr} connected={int(self.connected)}>"
+
+
+# The attributes pyroact itself keeps on a TCPConnection; anything else a validator stored there
+# (``connection.username = ...``) is caller data, forwarded to process-mode workers.
+CONNECTION_FIELDS = frozenset(
+    {
+        "addr",
+        "channel",
+        "fd",
+        "sm",
+        "tls",
+        "authenticated_key",
+        "last_activity",
+        "handshake_deadline",
+        "paused",
+        "backlog",
+        "forwarded_to",
+        "worker_key",
+    }
+)
 
 
 class DefaultConnValidator:
@@ -601,11 +624,14 @@ class TCPServer:
             from .svr_single import SingleServer
 
             return SingleServer(self)
-        if mode == "threaded":
+        if mode in ("threaded", "process"):
+            # The process mode's parent does its I/O as the threaded mode does.
             from .svr_threads import ThreadedServer
 
             return ThreadedServer(self, max_threads=self.config.PYRO_THREADPOOL_SIZE)
-        raise DaemonError(f"unknown server mode {mode!r} (choose 'single' or 'threaded')")
+        raise DaemonError(
+            f"unknown server mode {mode!r} (choose 'single', 'threaded' or 'process')"
+        )
 
     @property
     def threaded(self) -> bool:
@@ -857,3 +883,27 @@ class TCPServer:
             DaemonError: always, in the base class.
         """
         raise DaemonError("TCPServer.dispatch_frame must be implemented by the daemon")
+
+    def reply(
+        self,
+        conn: TCPConnection,
+        msg_type: int,
+        seq: int,
+        payload: Any,
+        buffers: Sequence[Any],
+        flags: int,
+    ) -> None:
+        """Send a REPLY or EXCEPTION frame; a connection that has gone is dropped quietly."""
+        try:
+            conn.send(
+                conn.sm.build(msg_type, seq=seq, payload=payload, buffers=buffers, flags=flags)
+            )
+        except (ConnectionClosedError, RuntimeError):
+            self.drop_connection(conn)
+
+    def reply_error(
+        self, conn: TCPConnection, seq: int, exc: BaseException, lines: Sequence[str] = ()
+    ) -> None:
+        """Send an exception (with its traceback lines) as the reply to request ``seq``."""
+        payload = serializer.dumps_exception(exc, lines)
+        self.reply(conn, spec.MSG_EXCEPTION, seq, payload, (), 0)

@@ -77,7 +77,13 @@ def _wrap_large(value: Any, threshold: int) -> Any:
 
 
 def _needs_cloudpickle(values: Iterable[Any]) -> bool:
-    return any(type(v).__module__ == "__main__" for v in values)
+    # Plain pickle refers to __main__ names by reference, which the receiving process (whose
+    # __main__ is another program) cannot resolve: such classes, functions and their
+    # instances travel by value.
+    return any(
+        type(v).__module__ == "__main__" or getattr(v, "__module__", None) == "__main__"
+        for v in values
+    )
 
 
 def dumps(obj: Any, *, oob_threshold: int = DEFAULT_OOB_THRESHOLD) -> Encoded:

@@ -197,8 +197,14 @@ class WorkerPool:
         ]
         for key, value in self._worker_args.items():
             args += [f"--{key}", value]
+        # Like multiprocessing's spawn: the worker sees the parent's import path, so classes
+        # from the server's own modules can be unpickled there.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         try:
-            process = subprocess.Popen(args, pass_fds=(child_sock.fileno(),), close_fds=True)
+            process = subprocess.Popen(
+                args, pass_fds=(child_sock.fileno(),), close_fds=True, env=env
+            )
         finally:
             child_sock.close()
         handle = WorkerHandle(index, process, Channel(parent_sock))
@@ -251,7 +257,8 @@ class WorkerPool:
             DaemonError: no worker is running.
         """
         candidates = [
-            h for h in (self.workers if indices is None else [self.workers[i] for i in indices])
+            h
+            for h in (self.workers if indices is None else [self.workers[i] for i in indices])
             if h.alive
         ]
         if not candidates:

@@ -1,0 +1,396 @@
+"""Process mode inside the daemon: where each object lives, and forwarding calls there (layer 6).
+
+The daemon's parent process keeps a :class:`Route` per object hosted in workers: its
+placement (*pinned*: one instance on one worker; *replicated*: one instance per worker), the
+pickled instance or factory it was made from, and which workers lost it in a crash. A call
+frame is forwarded to the chosen worker as it came (the parent never unpickles a client's
+payload); the worker's reply goes back to the client under the client's sequence id. The
+connection is paused while its call runs, exactly as in the threaded mode, so calls on one
+connection stay in order.
+
+Replicated calls go to the worker with the fewest outstanding calls; pinned objects are
+placed round-robin (or on the least-loaded worker) when they are connected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from . import _wirespec as spec
+from . import serializer
+from .errors import DaemonError, SerializeError, WorkerDiedError
+from .svr_procpool import PendingCall, WorkerPool
+from .wire import Frame
+
+__all__ = ["PINNED", "PLACEMENTS", "REPLICATED", "ProcessRouter", "Route"]
+
+log = logging.getLogger("pyroact.system")
+
+PINNED = "pinned"
+REPLICATED = "replicated"
+PLACEMENTS = (PINNED, REPLICATED)
+STRATEGIES = ("round-robin", "least-loaded")
+
+_connection_keys = itertools.count(1)
+
+
+class Route:
+    """Where one object lives.
+
+    Attributes:
+        guid: the object id.
+        name: its name, or None.
+        placement: ``"pinned"`` or ``"replicated"``.
+        strategy: how a pinned object's worker was chosen.
+        workers: the worker indices hosting it.
+        blob: the pickled instance or factory (None for objects a worker connected itself).
+        is_factory: ``blob`` is a class or factory to call.
+        type_name: the object's class name.
+        lost: workers whose instance was re-created after a crash and has not said so yet.
+    """
+
+    __slots__ = (
+        "blob",
+        "guid",
+        "is_factory",
+        "lost",
+        "name",
+        "persistent",
+        "placement",
+        "strategy",
+        "type_name",
+        "workers",
+    )
+
+    def __init__(
+        self,
+        guid: str,
+        name: str | None,
+        *,
+        placement: str,
+        strategy: str,
+        workers: list[int],
+        blob: bytes | None,
+        is_factory: bool,
+        persistent: bool,
+        type_name: str,
+    ) -> None:
+        self.guid = guid
+        self.name = name
+        self.placement = placement
+        self.strategy = strategy
+        self.workers = workers
+        self.blob = blob
+        self.is_factory = is_factory
+        self.persistent = persistent
+        self.type_name = type_name
+        self.lost: set[int] = set()
+
+
+def _caller_attributes(conn: Any, internal: frozenset[str]) -> dict[str, Any]:
+    # What a validator stored on the connection travels to the worker, if it can be pickled.
+    attrs: dict[str, Any] = {}
+    for key, value in vars(conn).items():
+        if key in internal or key.startswith("_"):
+            continue
+        try:
+            pickle.dumps(value, 5)
+        except Exception:
+            continue
+        attrs[key] = value
+    return attrs
+
+
+class ProcessRouter:
+    """The process-mode part of a daemon.
+
+    Args:
+        daemon: the daemon (it provides ``hostname``, ``port``, ``config``, ``pause``,
+            ``resume``, ``reply`` and ``reply_error``).
+        count: how many workers.
+        internal_fields: the TCPConnection attributes that are not validator data.
+    """
+
+    def __init__(self, daemon: Any, count: int, *, internal_fields: frozenset[str]) -> None:
+        self.daemon = daemon
+        self.routes: dict[str, Route] = {}
+        self._internal = internal_fields
+        self.pool = WorkerPool(
+            count,
+            name=f"{daemon.hostname}:{daemon.port}",
+            worker_args={"host": str(daemon.hostname), "port": str(daemon.port)},
+            on_notify=self._on_notify,
+            on_restart=self._on_restart,
+        )
+
+    def start(self) -> None:
+        """Start the workers and hand them the configuration.
+
+        Raises:
+            DaemonError: a worker did not start.
+        """
+        self.pool.start()
+        self.broadcast("configure", self.daemon.config)
+
+    def broadcast(self, control: str, *args: Any) -> None:
+        """Run a control request on every live worker."""
+        for handle in self.pool.workers:
+            if handle.alive:
+                self.pool.control(handle.index, control, *args)
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def connect(
+        self,
+        obj: Any,
+        guid: str,
+        name: str | None,
+        *,
+        placement: str,
+        strategy: str,
+        persistent: bool,
+    ) -> None:
+        """Create the object in its worker(s).
+
+        Args:
+            obj: an ObjBase instance (pickled), or a class/factory (called in the worker).
+            guid: the object id.
+            name: its name, or None.
+            placement: ``"pinned"`` or ``"replicated"``.
+            strategy: ``"round-robin"`` or ``"least-loaded"`` for pinned objects.
+            persistent: survives ``shutdown(disconnect=True)``.
+
+        Raises:
+            ValueError: unknown placement or strategy.
+            DaemonError: the object cannot be sent to a worker (with the way out).
+        """
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+        is_factory = isinstance(obj, type) or not hasattr(obj, "objectGUID")
+        try:
+            blob, _, _ = serializer.dumps(obj, oob_threshold=1 << 62)
+        except SerializeError as exc:
+            kind = type(obj).__name__
+            raise DaemonError(
+                f"cannot send the {kind} instance to a worker process ({exc}); connect the "
+                f"class or a factory instead, e.g. daemon.connect({kind}, name), so that it is "
+                "created inside the worker"
+            ) from exc
+        if placement == REPLICATED:
+            workers = [h.index for h in self.pool.workers if h.alive]
+        elif strategy == "least-loaded":
+            workers = [self.pool.least_loaded()]
+        else:
+            workers = [self.pool.round_robin()]
+        type_name = ""
+        for index in workers:
+            type_name, _serial = self.pool.control(
+                index, "connect", guid, name, blob, is_factory, persistent
+            )
+        self.routes[guid] = Route(
+            guid,
+            name,
+            placement=placement,
+            strategy=strategy,
+            workers=workers,
+            blob=blob,
+            is_factory=is_factory,
+            persistent=persistent,
+            type_name=type_name,
+        )
+
+    def disconnect(self, guid: str) -> bool:
+        """Remove an object from its workers; False when it is not routed here."""
+        route = self.routes.pop(guid, None)
+        if route is None:
+            return False
+        for index in route.workers:
+            if self.pool.worker(index).alive:
+                self.pool.control(index, "disconnect", guid)
+        return True
+
+    def _on_notify(self, index: int, name: str, args: Any) -> None:
+        if name == "registered":
+            guid, obj_name, type_name = args
+            self.routes[guid] = Route(
+                guid,
+                obj_name,
+                placement=PINNED,
+                strategy="created in worker",
+                workers=[index],
+                blob=None,
+                is_factory=False,
+                persistent=False,
+                type_name=type_name,
+            )
+        elif name == "unregistered":
+            self.routes.pop(args[0], None)
+
+    def _on_restart(self, index: int) -> None:
+        for guid, route in list(self.routes.items()):
+            if index not in route.workers:
+                continue
+            if route.blob is None:
+                # Made inside the dead worker: nothing to re-create it from.
+                self.routes.pop(guid, None)
+                continue
+            try:
+                self.pool.control(
+                    index,
+                    "connect",
+                    guid,
+                    route.name,
+                    route.blob,
+                    route.is_factory,
+                    route.persistent,
+                )
+            except Exception:
+                log.exception("cannot re-create %s %s on worker %d", route.type_name, guid, index)
+                continue
+            if route.placement == PINNED:
+                route.lost.add(index)
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def forward(self, conn: Any, frame: Frame, route: Route) -> None:
+        """Send a call frame to the worker hosting its object; its reply goes to ``conn``."""
+        daemon = self.daemon
+        oneway = frame.msg_type == spec.MSG_ONEWAY
+        label = f"{route.type_name}.{frame.method} of object {route.guid}"
+        try:
+            if route.placement == REPLICATED:
+                index = self.pool.least_loaded(route.workers)
+            else:
+                index = route.workers[0]
+            handle = self.pool.worker(index)
+            if index in route.lost:
+                route.lost.discard(index)
+                raise WorkerDiedError(
+                    f"{route.type_name} object {route.guid} lost its state: its worker {index} "
+                    "died and was restarted, and the object was re-created from scratch"
+                )
+            key = self._connection_key(conn, index)
+        except (DaemonError, WorkerDiedError) as exc:
+            if not oneway:
+                daemon.reply_error(conn, frame.seq, exc)
+            return
+        background = oneway and daemon.config.PYRO_ONEWAY_THREADED
+        if not background:
+            daemon.pause(conn)
+        on_done = self._reply_handler(conn, frame, oneway, background)
+        try:
+            handle.send_call(
+                frame.msg_type,
+                object_id=frame.object_id,
+                method=f"{key}:{frame.method}",
+                payload=frame.payload,
+                buffers=frame.buffers,
+                flags=frame.flags,
+                pending=PendingCall(label, on_done),
+            )
+        except WorkerDiedError as exc:
+            on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
+
+    def _reply_handler(
+        self, conn: Any, frame: Frame, oneway: bool, background: bool
+    ) -> Callable[[Frame | None, BaseException | None], None]:
+        seq = frame.seq
+        daemon = self.daemon
+
+        def on_done(reply: Frame | None, error: BaseException | None) -> None:
+            try:
+                if oneway:
+                    return
+                if error is not None or reply is None:
+                    daemon.reply_error(conn, seq, error or WorkerDiedError("no reply"))
+                else:
+                    daemon.reply(
+                        conn, reply.msg_type, seq, reply.payload, reply.buffers, reply.flags
+                    )
+            finally:
+                if not background:
+                    daemon.resume(conn)
+
+        return on_done
+
+    def _connection_key(self, conn: Any, index: int) -> str:
+        key: str | None = getattr(conn, "worker_key", None)
+        if key is None:
+            key = str(next(_connection_keys))
+            conn.worker_key = key
+        opened: set[int] = conn.forwarded_to
+        if index not in opened:
+            opened.add(index)
+            payload, buffers, flags = serializer.dumps(
+                (key, conn.addr, _caller_attributes(conn, self._internal))
+            )
+            self.pool.worker(index).send_call(
+                spec.MSG_ONEWAY,
+                object_id="",
+                method="conn_open",
+                payload=payload,
+                buffers=buffers,
+                flags=flags,
+                pending=None,
+            )
+        return key
+
+    def connection_closed(self, conn: Any) -> None:
+        """Tell the workers a connection went away (they drop its thread-local storage)."""
+        key = getattr(conn, "worker_key", None)
+        if key is None:
+            return
+        payload, _, _ = serializer.dumps((key,))
+        for index in conn.forwarded_to:
+            handle = self.pool.worker(index)
+            if handle.alive:
+                try:
+                    handle.send_call(
+                        spec.MSG_ONEWAY,
+                        object_id="",
+                        method="conn_close",
+                        payload=payload,
+                        buffers=(),
+                        flags=0,
+                        pending=None,
+                    )
+                except WorkerDiedError:
+                    pass
+
+    # -- observability and shutdown ------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per worker (from the parent) and per object (from each worker)."""
+        per_worker = self.pool.stats()
+        for entry in per_worker:
+            if entry["alive"]:
+                try:
+                    entry["objects"] = self.pool.control(entry["index"], "stats")["objects"]
+                except Exception as exc:
+                    entry["objects"] = f"unavailable: {exc}"
+        return {
+            "workers": per_worker,
+            "routes": {
+                guid: {
+                    "type": r.type_name,
+                    "name": r.name,
+                    "placement": r.placement,
+                    "strategy": r.strategy,
+                    "workers": list(r.workers),
+                }
+                for guid, r in self.routes.items()
+            },
+        }
+
+    def shutdown(self, deadline: float) -> None:
+        """Drain in-flight calls until ``deadline`` (monotonic), log the counters, stop workers."""
+        try:
+            log.info("process pool stats at shutdown: %s", self.pool.stats())
+        finally:
+            self.pool.shutdown(deadline)

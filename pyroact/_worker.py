@@ -1,0 +1,383 @@
+"""A process-mode worker: objects in actor mailboxes, their calls on a thread pool (layer 8).
+
+How it works
+------------
+``python -m pyroact._worker --fd N ...`` is started by :mod:`pyroact.svr_procpool` with one end
+of a Unix socket pair (the *link*; its frame format is in that module's docstring). The main
+thread reads the link: control requests (object id ``""``) are handled at once, in order, and
+each call is posted to its object's :class:`~pyroact._mailbox.Mailbox`, which runs it on the
+worker's thread pool with the same :func:`pyroact.core.execute_call` the other modes use, so
+``SynchronizedObjBase`` means one call at a time here too. Each client connection has its own
+thread-local storage in the worker, whose ``caller`` carries the address and the validator's
+attributes the parent forwarded.
+
+Objects see a :class:`WorkerDaemon` through ``getDaemon()``: ``connect()`` there hosts a new
+object in this worker and tells the parent to route its id here, so factories and
+``getProxy()`` work as in the other modes. When the link reaches EOF the parent is gone and the
+worker exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pyroact
+
+from . import _wirespec as spec
+from . import core, serializer
+from ._mailbox import Mailbox, ThreadPool
+from .errors import BusyError, DaemonError, ProtocolError, PyroError
+from .protocol import LocalStorage, current_call
+from .transport import Channel
+from .wire import Frame, encode_frame
+
+__all__ = ["WorkerCaller", "WorkerDaemon", "main"]
+
+log = logging.getLogger("pyroact.system")
+
+
+class WorkerCaller:
+    """What ``tls.caller`` is inside a worker: the client's address and validator attributes.
+
+    Attributes:
+        addr: the client's ``(host, port)``.
+    """
+
+    connected = True
+
+    def __init__(self, addr: Any, attrs: dict[str, Any]) -> None:
+        self.__dict__.update(attrs)
+        self.addr = addr
+
+    def __repr__(self) -> str:
+        return f"<TCPConnection with {self.addr} connected=1 (in a worker)>"
+
+
+class WorkerDaemon:
+    """The daemon as the objects of one worker see it.
+
+    Args:
+        link: the channel to the parent.
+        host: the published host of the parent daemon (for URIs).
+        port: the parent daemon's port.
+        index: this worker's index.
+        count: how many workers the daemon has.
+        name: the daemon's name.
+    """
+
+    threaded = True
+
+    def __init__(
+        self, link: Channel, *, host: str, port: int, index: int, count: int, name: str
+    ) -> None:
+        self.link = link
+        self.hostname = host
+        self.port = port
+        self.index = index
+        self.count = count
+        self.name = name
+        self.objects: dict[str, core._Entry] = {}
+        self.pool = ThreadPool(pyroact.config.PYRO_THREADPOOL_SIZE, name="pyroact-worker")
+        self.shared_tls = LocalStorage()
+        self._tls: dict[str, LocalStorage] = {}
+        self._init_tls: Any = None
+        self._send_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._reap_age: float | None = None
+        self._reaper: threading.Thread | None = None
+
+    # -- link ----------------------------------------------------------------------------------
+
+    def send(self, segments: Sequence[Any]) -> None:
+        """Send one frame to the parent (frames from pool threads never interleave)."""
+        with self._send_lock:
+            self.link.send(segments)
+
+    def notify(self, name: str, *args: Any) -> None:
+        """Tell the parent something (a ``ONEWAY`` control frame)."""
+        self.send(encode_frame(spec.MSG_ONEWAY, method=name, payload=pickle.dumps(args, 5)))
+
+    def _reply_exception(self, seq: int, exc: BaseException) -> None:
+        self.send(
+            encode_frame(spec.MSG_EXCEPTION, seq=seq, payload=serializer.dumps_exception(exc, []))
+        )
+
+    # -- the daemon API objects use ----------------------------------------------------------
+
+    def uri_for(self, guid: str) -> core.PyroURI:
+        """The PYRO URI of an object of this daemon."""
+        return core.PyroURI(self.hostname, guid, self.port)
+
+    def connect(self, obj: core.ObjBase, name: str | None = None) -> core.PyroURI:
+        """Host ``obj`` in this worker and have the parent route its id here.
+
+        Args:
+            obj: an ObjBase instance.
+            name: its name (PYROLOC), or None for a transient.
+
+        Returns:
+            Its URI.
+
+        Raises:
+            TypeError: ``obj`` is not an ObjBase.
+        """
+        self._host(obj, name, persistent=False)
+        self.notify("registered", obj.GUID(), name, type(obj).__name__)
+        return self.uri_for(obj.GUID())
+
+    def _host(self, obj: core.ObjBase, name: str | None, *, persistent: bool) -> None:
+        if not isinstance(obj, core.ObjBase):
+            raise TypeError(f"a Pyro object must inherit from ObjBase, not {type(obj).__name__}")
+        guid = obj.GUID()
+        mailbox = Mailbox(
+            self.pool.submit,
+            serial=isinstance(obj, core.SynchronizedObjBase),
+            maxsize=pyroact.config.PYRO_MAILBOX_SIZE,
+            name=f"{type(obj).__name__} {guid}",
+        )
+        with self._lock:
+            self.objects[guid] = core._Entry(obj, name, mailbox, persistent)
+        obj.setPyroDaemon(self)
+        obj.lastUsed = time.time()
+
+    def disconnect(self, obj_or_id: core.ObjBase | str) -> None:
+        """Stop hosting an object.
+
+        Raises:
+            KeyError: no such object here.
+        """
+        guid = obj_or_id.GUID() if isinstance(obj_or_id, core.ObjBase) else str(obj_or_id)
+        with self._lock:
+            entry = self.objects.pop(guid)
+        entry.obj.setPyroDaemon(None)
+        self.notify("unregistered", guid)
+
+    def getRegistered(self) -> dict[str, str | None]:
+        """``{guid: name}`` of the objects in this worker."""
+        with self._lock:
+            return {guid: e.name for guid, e in self.objects.items()}
+
+    def getLocalStorage(self) -> LocalStorage:
+        """The storage of the current call."""
+        return current_call.tls or self.shared_tls
+
+    def getProxyForObj(self, obj: core.ObjBase) -> core.DynamicProxy:
+        """A proxy for an object of this daemon."""
+        return core.DynamicProxy(self.uri_for(obj.GUID()))
+
+    def getAttrProxyForObj(self, obj: core.ObjBase) -> core.DynamicProxyWithAttrs:
+        """An attribute proxy for an object of this daemon."""
+        return core.DynamicProxyWithAttrs(self.uri_for(obj.GUID()))
+
+    def setTransientsCleanupAge(self, secs: float | None) -> None:
+        """Reap this worker's idle transients (started by the parent daemon's setting)."""
+        self._reap_age = secs or None
+        if self._reap_age is not None and self._reaper is None:
+            self._reaper = threading.Thread(
+                target=self._reap_loop, name="pyroact-reaper", daemon=True
+            )
+            self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while self._reap_age is not None:
+            age = self._reap_age
+            time.sleep(max(age / 5, 0.05))
+            cutoff = time.time() - age
+            with self._lock:
+                victims = [
+                    e
+                    for e in self.objects.values()
+                    if e.name is None
+                    and not e.persistent
+                    and e.mailbox.inflight == 0
+                    and e.obj.lastUsed < cutoff
+                ]
+                for entry in victims:
+                    del self.objects[entry.obj.GUID()]
+            for entry in victims:
+                entry.obj.setPyroDaemon(None)
+                try:
+                    entry.obj._gotReaped()
+                except Exception:
+                    log.exception("error in _gotReaped of %r", entry.obj)
+                self.notify("unregistered", entry.obj.GUID())
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Read the link until the parent says CLOSE or goes away."""
+        self.notify("ready", os.getpid())
+        while True:
+            try:
+                frame = self.link.recv_frame()
+            except PyroError:
+                os._exit(0)  # the parent is gone: share its fate at once
+            if frame.msg_type == spec.MSG_CLOSE:
+                self.pool.shutdown(5.0)
+                log.info("worker %d stats at shutdown: %s", self.index, self.stats())
+                return
+            if frame.object_id == "":
+                self._control(frame)
+            else:
+                self._call(frame)
+
+    def _call(self, frame: Frame) -> None:
+        conn_id, _, method = frame.method.partition(":")
+        entry = self.objects.get(frame.object_id)
+        oneway = frame.msg_type == spec.MSG_ONEWAY
+        if entry is None:
+            self._reply_exception(
+                frame.seq, ProtocolError(f"unknown object ID {frame.object_id!r}")
+            )
+            return
+        refusal = core._refusal(entry.obj, method)
+        if refusal is not None:
+            self._reply_exception(frame.seq, AttributeError(refusal))
+            return
+        frame.method = method
+        tls = self._tls.get(conn_id) or self._open_tls(conn_id, None, {})
+
+        def run() -> None:
+            outcome = core.execute_call(entry, frame, tls, pyroact.config)
+            if oneway:
+                self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
+                return
+            msg_type, payload, buffers, flags = outcome.encode(pyroact.config.PYRO_OOB_THRESHOLD)
+            self.send(
+                encode_frame(msg_type, seq=frame.seq, payload=payload, buffers=buffers, flags=flags)
+            )
+
+        try:
+            entry.mailbox.post(run)
+        except BusyError as exc:
+            self._reply_exception(frame.seq, exc)
+
+    def _open_tls(self, conn_id: str, addr: Any, attrs: dict[str, Any]) -> LocalStorage:
+        tls = LocalStorage()
+        tls.caller = WorkerCaller(addr, attrs)  # type: ignore[assignment]
+        if self._init_tls is not None:
+            self._init_tls(tls)
+        self._tls[conn_id] = tls
+        return tls
+
+    def _control(self, frame: Frame) -> None:
+        args = serializer.loads(frame.payload, frame.buffers)
+        name = frame.method
+        if frame.msg_type == spec.MSG_ONEWAY:
+            if name == "conn_open":
+                self._open_tls(*args)
+            elif name == "conn_close":
+                self._tls.pop(args[0], None)
+            return
+        try:
+            result = getattr(self, f"_control_{name}")(*args)
+        except Exception as exc:
+            self._reply_exception(frame.seq, exc)
+            return
+        payload, buffers, flags = serializer.dumps(result)
+        self.send(
+            encode_frame(
+                spec.MSG_REPLY, seq=frame.seq, payload=payload, buffers=buffers, flags=flags
+            )
+        )
+
+    def _control_configure(self, config: Any) -> None:
+        pyroact.__dict__["config"] = config
+
+    def _control_connect(
+        self, guid: str, name: str | None, blob: bytes, is_factory: bool, persistent: bool
+    ) -> tuple[str, bool]:
+        made = serializer.loads(blob)
+        obj = made() if is_factory else made
+        if not isinstance(obj, core.ObjBase):
+            raise TypeError(f"the factory made a {type(obj).__name__}, not an ObjBase")
+        obj.setGUID(guid)
+        self._host(obj, name, persistent=persistent)
+        return type(obj).__name__, isinstance(obj, core.SynchronizedObjBase)
+
+    def _control_disconnect(self, guid: str) -> None:
+        with self._lock:
+            entry = self.objects.pop(guid, None)
+        if entry is not None:
+            entry.obj.setPyroDaemon(None)
+
+    def _control_init_tls(self, func: Any) -> None:
+        self._init_tls = func
+
+    def _control_reap_age(self, secs: float | None) -> None:
+        self.setTransientsCleanupAge(secs)
+
+    def _control_stats(self) -> dict[str, Any]:
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this worker and of each object it hosts."""
+        with self._lock:
+            objects = {
+                guid: {
+                    "type": type(e.obj).__name__,
+                    "name": e.name,
+                    "calls": e.mailbox.calls,
+                    "errors": e.mailbox.errors,
+                    "queue_depth": e.mailbox.depth,
+                }
+                for guid, e in self.objects.items()
+            }
+        return {
+            "index": self.index,
+            "pid": os.getpid(),
+            "threads": self.pool.threads,
+            "objects": objects,
+        }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of a worker process (started by the daemon, not by hand).
+
+    Args:
+        argv: command-line arguments.
+
+    Raises:
+        DaemonError: the link descriptor is unusable.
+    """
+    parser = argparse.ArgumentParser(prog="python -m pyroact._worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    opts = parser.parse_args(argv)
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(f"pyroact worker {opts.index + 1}/{opts.count} {opts.name}")
+    except ImportError:  # pragma: no cover - a declared dependency
+        pass
+    try:
+        sock = socket.socket(fileno=opts.fd)
+    except OSError as exc:
+        raise DaemonError(f"worker link descriptor {opts.fd} is unusable: {exc}") from exc
+    daemon = WorkerDaemon(
+        Channel(sock),
+        host=opts.host,
+        port=opts.port,
+        index=opts.index,
+        count=opts.count,
+        name=opts.name,
+    )
+    daemon.serve()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
