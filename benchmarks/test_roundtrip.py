@@ -2,7 +2,7 @@
 
 Every server runs in its own process (``benchmarks/servers/``), the client in the pytest process.
 Each workload is one benchmark group, so the report (``python -m benchmarks.report``) puts the
-pyroact modes, the floor and the peers side by side:
+pyroact modes (single, threaded, process), the floor and the peers side by side:
 
 * ``call-small``: ``add(1, 2)``, one synchronous call per op (floor: a 60-byte ping-pong);
 * ``oneway``: 100 oneway ``notify`` calls and one synchronous ``count()`` per op;
@@ -10,6 +10,11 @@ pyroact modes, the floor and the peers side by side:
 * ``clients-8``: 8 threads, each with its own proxy, making ``CLIENT_CALLS`` small calls each;
   one op is the whole batch, so ``extra_info["calls"]`` gives the aggregate calls/s;
 * ``connect``: a new proxy, its first small call, and closing it.
+
+In the process mode (``os.cpu_count()`` workers) the object is *replicated*: each call goes to the
+least-loaded worker. The oneway workload is the exception: it uses the server's *pinned*
+``bench-pinned`` object, because ``count()`` must see every ``notify`` and a replicated object
+has one counter per worker.
 
 Counts are small and fixed so the file runs in well under two minutes (and in seconds with
 ``--benchmark-disable``). Pyro5 and RPyC are optional: their targets skip when not importable.
@@ -63,12 +68,20 @@ class Client(Protocol):
 
 
 class PyroactClient:
-    """A ``pyroact.core`` proxy (connects on the first call, as users see it)."""
+    """A ``pyroact.core`` proxy (connects on the first call, as users see it).
 
-    def __init__(self, server: ServerProcess, size: int) -> None:
+    ``name``: another object of the server, by ``PYROLOC`` (resolved once, on connect).
+    """
+
+    def __init__(self, server: ServerProcess, size: int, name: str | None = None) -> None:
         from pyroact.core import getProxyForURI
 
-        self.proxy = getProxyForURI(server.address)
+        if name is None:
+            uri = server.address
+        else:
+            host, port = server.host_port
+            uri = f"PYROLOC://{host}:{port}/{name}"
+        self.proxy = getProxyForURI(uri)
         self.proxy._setOneway("notify")
 
     def call(self) -> Any:
@@ -193,9 +206,16 @@ class Target:
     serializer: str
     factory: Callable[[ServerProcess, int], Client]
     module: str | None = None  # the optional package it needs
+    oneway_object: str | None = None  # the object the oneway workload calls, if not the default
 
     def connect(self, server: ServerProcess, size: int = SMALL_SIZE) -> Client:
         return self.factory(server, size)
+
+    def connect_oneway(self, server: ServerProcess) -> Client:
+        """A client of the object the oneway workload calls (it must count every call)."""
+        if self.oneway_object is None:
+            return self.connect(server)
+        return PyroactClient(server, SMALL_SIZE, self.oneway_object)
 
     def extra_info(self) -> dict[str, Any]:
         return {
@@ -217,6 +237,8 @@ TARGETS = {
                PyroactClient),
         Target("pyroact-threaded", "pyroact", ("pyroact_server.py", "threaded"), "threaded",
                "pickle", PyroactClient),
+        Target("pyroact-process", "pyroact", ("pyroact_server.py", "process"), "process",
+               "pickle", PyroactClient, oneway_object="bench-pinned"),
         Target("raw", "raw", ("raw_server.py",), "thread/conn", "-", RawClient),
         Target("pyro5", "pyro5", ("pyro5_server.py",), "thread", "serpent",
                lambda s, n: Pyro5Client(s, n), "Pyro5"),
@@ -225,6 +247,9 @@ TARGETS = {
         Target("rpyc", "rpyc", ("rpyc_server.py",), "thread/conn", "brine", RpycClient, "rpyc"),
     )
 }  # fmt: skip
+
+
+PYROACT = ("pyroact-single", "pyroact-threaded", "pyroact-process")  # every workload runs all three
 
 
 def targets(*names: str) -> list[Any]:
@@ -264,9 +289,7 @@ def prepare(benchmark: Any, target: Target, group: str, calls: int, **extra: Any
 # -- workloads ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name", targets("pyroact-single", "pyroact-threaded", "raw", "pyro5", "pyro5-marshal", "rpyc")
-)
+@pytest.mark.parametrize("name", targets(*PYROACT, "raw", "pyro5", "pyro5-marshal", "rpyc"))
 def test_call_small(benchmark: Any, server_pool: ServerPool, clients: list[Client],
                     name: str) -> None:  # fmt: skip
     target = TARGETS[name]
@@ -278,13 +301,11 @@ def test_call_small(benchmark: Any, server_pool: ServerPool, clients: list[Clien
     benchmark.pedantic(client.call, rounds=15, iterations=100, warmup_rounds=1)
 
 
-@pytest.mark.parametrize(
-    "name", targets("pyroact-single", "pyroact-threaded", "pyro5", "pyro5-marshal")
-)
+@pytest.mark.parametrize("name", targets(*PYROACT, "pyro5", "pyro5-marshal"))
 def test_oneway(benchmark: Any, server_pool: ServerPool, clients: list[Client],
                 name: str) -> None:  # fmt: skip
     target = TARGETS[name]
-    client = target.connect(serve(server_pool, target))
+    client = target.connect_oneway(serve(server_pool, target))
     clients.append(client)
     start = client.oneway_burst(0)
     sent = 0
@@ -306,7 +327,7 @@ def test_oneway(benchmark: Any, server_pool: ServerPool, clients: list[Client],
 def echo_params() -> list[Any]:
     """Every echo size for pyroact, the floor and Pyro5; RPyC at 1 MiB only (it is slow)."""
     params = []
-    for param in targets("pyroact-single", "pyroact-threaded", "raw", "pyro5", "pyro5-marshal"):
+    for param in targets(*PYROACT, "raw", "pyro5", "pyro5-marshal"):
         for size_name in ECHO_SIZES:
             params.append(pytest.param(*param.values, size_name, id=f"{param.id}-{size_name}",
                                        marks=param.marks))  # fmt: skip
@@ -400,7 +421,7 @@ class ClientGang:
             thread.join(timeout=30)
 
 
-@pytest.mark.parametrize("name", targets("pyroact-single", "pyroact-threaded", "raw", "pyro5"))
+@pytest.mark.parametrize("name", targets(*PYROACT, "raw", "pyro5"))
 def test_clients_8(benchmark: Any, server_pool: ServerPool, name: str) -> None:
     target = TARGETS[name]
     gang = ClientGang(target, serve(server_pool, target), CLIENTS, CLIENT_CALLS)
@@ -412,8 +433,7 @@ def test_clients_8(benchmark: Any, server_pool: ServerPool, name: str) -> None:
     assert not gang.errors
 
 
-@pytest.mark.parametrize("name", targets("pyroact-single", "pyroact-threaded", "raw", "pyro5",
-                                           "rpyc"))  # fmt: skip
+@pytest.mark.parametrize("name", targets(*PYROACT, "raw", "pyro5", "rpyc"))
 def test_connect(benchmark: Any, server_pool: ServerPool, name: str) -> None:
     target = TARGETS[name]
     server = serve(server_pool, target)

@@ -1,7 +1,8 @@
 """The README demo: a server process and a client calling it.
 
-The server runs in a child process (the threaded mode; the process-pool mode arrives with its
-own issue), the client finds the object through a PYROLOC URI and calls it.
+The server runs in a child process in the process-pool mode: a parent process accepts and
+routes, and the object is replicated on one worker process per CPU. The client finds the object
+through a PYROLOC URI and calls it from several threads, so the calls run on every core.
 Run: python examples/demo.py
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pyroact.core
 import pyroact.wire
@@ -27,12 +29,16 @@ class Primes(pyroact.core.ObjBase):
         return sum(sieve)
 
     def whoami(self):
-        return "served to %s:%d" % self.getLocalStorage().caller.addr
+        import os
+        host, port = self.getLocalStorage().caller.addr
+        return "worker pid %d, serving %s:%d" % (os.getpid(), host, port)
 
-daemon = pyroact.core.Daemon(mode="threaded")
-daemon.connect(Primes(), "demo.primes")
-print(daemon.port, flush=True)
-daemon.requestLoop()
+if __name__ == "__main__":
+    daemon = pyroact.core.Daemon(mode="process")
+    daemon.connect(Primes, "demo.primes", placement="replicated")
+    print(daemon.port, flush=True)
+    daemon.requestLoop()
+
 """
 
 
@@ -41,14 +47,17 @@ def main() -> None:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        primes = pyroact.core.getProxyForURI(f"PYROLOC://127.0.0.1:{port}/demo.primes")
+        uri = f"PYROLOC://127.0.0.1:{port}/demo.primes"
+        proxies = [pyroact.core.getProxyForURI(uri) for _ in range(4)]
         start = time.perf_counter()
-        count = primes.count_below(1_000_000)
+        with ThreadPoolExecutor(len(proxies)) as pool:
+            counts = list(pool.map(lambda p: p.count_below(1_000_000), proxies))
         elapsed = time.perf_counter() - start
         print(f"wire engine: {pyroact.wire.IMPLEMENTATION}")
-        print(f"server at {primes.URI} ({primes.whoami()})")
-        print(f"primes below 1,000,000: {count} (remote call took {elapsed * 1000:.1f} ms)")
-        primes._release()
+        print(f"server at {proxies[0].URI} ({proxies[0].whoami()})")
+        print(f"primes below 1,000,000: {counts[0]} (4 parallel calls took {elapsed * 1000:.1f} ms)")
+        for proxy in proxies:
+            proxy._release()
     finally:
         server.terminate()
         server.wait(10)

@@ -134,6 +134,7 @@ class TCPConnection:
         self.handshake_deadline = 0.0
         self.paused = False
         self.backlog: collections.deque[Frame] = collections.deque()
+        self.processing = threading.Lock()
         # Process mode: the workers this connection's calls went to.
         self.forwarded_to: set[int] = set()
         self._send_lock = threading.Lock()
@@ -184,6 +185,7 @@ CONNECTION_FIELDS = frozenset(
         "backlog",
         "forwarded_to",
         "worker_key",
+        "processing",
     }
 )
 
@@ -813,7 +815,20 @@ class TCPServer:
         self.process_backlog(conn)
 
     def process_backlog(self, conn: TCPConnection) -> None:
-        """Act on queued frames until the connection pauses for a running call."""
+        """Act on queued frames until the connection pauses for a running call.
+
+        Safe to call from any thread: one thread at a time works on a connection, and a thread
+        that finds another at work leaves the frames to it (which re-checks before it stops).
+        """
+        while conn.backlog and not conn.paused and conn.connected:
+            if not conn.processing.acquire(blocking=False):
+                return
+            try:
+                self._process_backlog(conn)
+            finally:
+                conn.processing.release()
+
+    def _process_backlog(self, conn: TCPConnection) -> None:
         while conn.backlog and not conn.paused and conn.connected:
             frame = conn.backlog.popleft()
             try:

@@ -7,13 +7,17 @@ runs, so a thousand idle clients cost no threads. While a call runs its connecti
 out of the selector (its later frames wait in the kernel), and the call's end puts it back:
 calls on one connection run in order, calls on different connections run concurrently.
 
-Every change to the I/O thread's selector is made by the I/O thread itself, from a command
-queue that other threads fill and wake it for.
+On Linux each connection is registered with ``EPOLLONESHOT``: an event disarms it, so the
+connection is parked for free while its call runs, and the thread that ends the call goes on
+with the connection's queued frames and re-arms it itself: no wake-up of the I/O thread and no
+re-registration per call. Elsewhere the I/O thread makes every change to its selector itself,
+from a command queue that other threads fill and wake it for.
 """
 
 from __future__ import annotations
 
 import collections
+import select
 import selectors
 import socket
 import threading
@@ -28,6 +32,7 @@ __all__ = ["ThreadedServer"]
 
 # How often the I/O thread checks handshake deadlines and idle timeouts.
 _EXPIRY_INTERVAL = 0.25
+_ONESHOT_READ = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLONESHOT", 0)
 
 
 class ThreadedServer:
@@ -52,6 +57,11 @@ class ThreadedServer:
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
         self._closed = False
         self._registered: set[int] = set()
+        self._epoll: Any = None
+        self._conns: dict[int, Any] = {}
+        if hasattr(select, "epoll"):
+            self._epoll = select.epoll()
+            self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
         self._thread = threading.Thread(target=self._io_loop, name="pyroact-io", daemon=True)
         self._thread.start()
 
@@ -68,15 +78,39 @@ class ThreadedServer:
 
     def register(self, conn: Any) -> None:
         """Hand a new connection to the I/O thread."""
-        self._command("add", conn)
+        if self._epoll is not None:
+            self._conns[conn.fd] = conn
+            self._epoll.register(conn.fd, _ONESHOT_READ)
+        else:
+            self._command("add", conn)
 
     def resume(self, conn: Any) -> None:
         """A call ended: go on with the connection's queued frames and watch it again."""
-        self._command("resume", conn)
+        if self._epoll is not None:
+            self.daemon.process_backlog(conn)
+            self._rearm(conn)
+        else:
+            self._command("resume", conn)
+
+    def _rearm(self, conn: Any) -> None:
+        fd = conn.fd
+        if not conn.paused and conn.connected and self._conns.get(fd) is conn:
+            try:
+                self._epoll.modify(fd, _ONESHOT_READ)
+            except OSError:
+                pass  # closed meanwhile
 
     def forget(self, conn: Any) -> None:
         """Stop watching a connection (called before its socket is closed)."""
-        if threading.current_thread() is self._thread:
+        if self._epoll is not None:
+            fd = conn.fd
+            if self._conns.get(fd) is conn:
+                del self._conns[fd]
+                try:
+                    self._epoll.unregister(fd)
+                except OSError:
+                    pass
+        elif threading.current_thread() is self._thread:
             self._unwatch(conn.fd)
         else:
             self._command("del", conn)
@@ -120,18 +154,41 @@ class ThreadedServer:
                 if not conn.paused:
                     self._watch(conn)
 
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _epoll_loop(self) -> None:
+        wake_fd = self._wake_r.fileno()
+        next_expiry = time.monotonic() + _EXPIRY_INTERVAL
+        while not self._closed:
+            for fd, _mask in self._epoll.poll(_EXPIRY_INTERVAL):
+                if fd == wake_fd:
+                    self._drain_wakeups()
+                    continue
+                conn = self._conns.get(fd)
+                if conn is not None:
+                    self.daemon.connection_readable(conn)
+                    self._rearm(conn)
+            now = time.monotonic()
+            if now >= next_expiry:
+                self.daemon.expire_connections(now)
+                next_expiry = now + _EXPIRY_INTERVAL
+
     def _io_loop(self) -> None:
+        if self._epoll is not None:
+            self._epoll_loop()
+            return
         next_expiry = time.monotonic() + _EXPIRY_INTERVAL
         while not self._closed:
             events = self._io.select(_EXPIRY_INTERVAL)
             for key, _mask in events:
                 conn = key.data
                 if conn is None:
-                    try:
-                        while self._wake_r.recv(4096):
-                            pass
-                    except (BlockingIOError, OSError):
-                        pass
+                    self._drain_wakeups()
                     continue
                 if conn.paused:
                     # Park it until its running call ends; the kernel holds what it sends.
@@ -153,6 +210,8 @@ class ThreadedServer:
         self._thread.join(2.0)
         self.pool.shutdown(2.0)
         self._io.close()
+        if self._epoll is not None:
+            self._epoll.close()
         self.accept_selector.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -148,6 +148,9 @@ def send_segments(sock: socket.socket, segments: Sequence[Any]) -> None:
     Raises:
         OSError: the socket failed (the :class:`Channel` turns this into a pyroact error).
     """
+    if len(segments) == 1:
+        sock.sendall(segments[0])  # the common small frame: partial writes handled in C
+        return
     pending = list(segments)
     while pending:
         batch = pending[:_MAX_SEGMENTS]

@@ -276,6 +276,12 @@ class TrickleSocket:
         self.out += taken
         return len(taken)
 
+    def sendall(self, data: Any) -> None:
+        # What socket.sendall does in C: write until everything went, however little per call.
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.sendmsg([view]) :]
+
 
 @settings(max_examples=150, deadline=None)
 @given(

@@ -1,43 +1,40 @@
-"""Serves one pyroact benchmark object: ``python pyroact_server.py single|threaded``."""
+"""Serves the pyroact benchmark objects: ``python pyroact_server.py single|threaded|process``.
+
+Objects (``_objects.py``), each connected by class so that the process mode creates them inside
+its workers:
+
+* ``bench`` (announced): ``add``/``echo``/``notify``/``count``; *replicated* in the process
+  mode (one instance per worker, each call to the least-loaded worker);
+* ``bench-pinned``: the same class, *pinned* (one instance on one worker) in the process mode,
+  for the oneway workload, whose ``count()`` must see every ``notify``; in the other modes it
+  is just a second instance;
+* ``burner``: ``burn()``, about 5 ms of pure-Python CPU (``_cpuwork.burn``), replicated in the
+  process mode.
+
+The process mode runs ``os.cpu_count()`` workers. Clients reach the other objects by
+``PYROLOC://host:port/<name>``.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
 
 from _common import announce, watch_parent
+from _objects import Bench, Burner
 
 import pyroact.wire
-from pyroact.core import Daemon, ObjBase
-
-
-class Bench(ObjBase):
-    """The benchmark object (the same methods as the Pyro5 and RPyC servers)."""
-
-    def __init__(self) -> None:
-        ObjBase.__init__(self)
-        self.received = 0
-
-    def add(self, a: int, b: int) -> int:
-        return a + b
-
-    def echo(self, data: Any) -> Any:
-        return data
-
-    def notify(self, value: int) -> None:
-        """The oneway target."""
-        self.received += 1
-
-    def count(self) -> int:
-        """How many ``notify`` calls have run so far (the synchronous call after oneways)."""
-        return self.received
+from pyroact.core import Daemon
 
 
 def main() -> None:
     mode = sys.argv[1]
     watch_parent()
-    daemon = Daemon(host="127.0.0.1", port=0, norange=1, mode=mode)
-    uri = daemon.connect(Bench(), "bench")
+    workers = os.cpu_count() or 1 if mode == "process" else None
+    daemon = Daemon(host="127.0.0.1", port=0, norange=1, mode=mode, workers=workers)
+    uri = daemon.connect(Bench, "bench", placement="replicated")
+    daemon.connect(Bench, "bench-pinned", placement="pinned")
+    daemon.connect(Burner, "burner", placement="replicated")
     announce(str(uri), pyroact.wire.IMPLEMENTATION)
     daemon.requestLoop()
 

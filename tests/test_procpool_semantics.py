@@ -1,0 +1,578 @@
+"""Process mode: the call semantics of the other modes, served from worker processes (issue 4).
+
+Most tests share one two-worker daemon (module fixture ``pdaemon``); tests that need their
+own configuration or end the daemon start their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import RawClient, config_values, serving, wait_until
+from proc_objects import (
+    FileHolder,
+    LockHolder,
+    Reapable,
+    SocketHolder,
+    SyncRecorder,
+    Worker,
+    init_tls,
+)
+from remote_objects import Callback, ProbeObj, SyncProbeObj
+
+import pyroact
+from pyroact import _wirespec as spec
+from pyroact import constants, serializer
+from pyroact.core import Daemon, DynamicProxy, DynamicProxyWithAttrs, PyroURI
+from pyroact.errors import BusyError, ConnectionClosedError, DaemonError, ProtocolError
+from pyroact.errors import TimeoutError as PyroTimeoutError
+from pyroact.protocol import DefaultConnValidator
+
+pytestmark = pytest.mark.procpool
+
+
+@pytest.fixture(scope="module")
+def pdaemon() -> Iterator[Daemon]:
+    """One process-mode daemon with two workers, shared by the module."""
+    with serving("process", workers=2) as d:
+        yield d
+
+
+def worker_of(d: Daemon, guid: str) -> int:
+    """The index of the worker hosting a pinned object."""
+    workers: list[int] = d.getStats()["routes"][guid]["workers"]
+    assert len(workers) == 1
+    return workers[0]
+
+
+def run_threads(*targets: Any, timeout: float = 20.0) -> list[Any]:
+    """Run the callables at once; return their results (an exception is returned, not raised)."""
+    results: list[Any] = [None] * len(targets)
+
+    def runner(i: int, fn: Any) -> None:
+        try:
+            results[i] = fn()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=runner, args=(i, t)) for i, t in enumerate(targets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a client thread did not finish"
+    return results
+
+
+# -- mailboxes: the same semantics in all three modes ------------------------------------------
+
+
+@pytest.fixture(params=("single", "threaded", "process"))
+def any_mode_daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """A daemon in each mode; process mode uses the module's shared daemon."""
+    if request.param == "process":
+        yield request.getfixturevalue("pdaemon")
+        return
+    with serving(request.param) as d:
+        yield d
+
+
+def test_mailbox_semantics_are_the_same_in_every_mode(any_mode_daemon: Daemon) -> None:
+    d = any_mode_daemon
+    parties = 3
+    sync_uri = d.connect(functools.partial(SyncProbeObj, parties))
+    conc_uri = d.connect(functools.partial(ProbeObj, parties))
+
+    def concurrent_calls(uri: PyroURI, hold: float) -> list[Any]:
+        proxies = [DynamicProxy(uri) for _ in range(parties)]
+        try:
+            return run_threads(*[functools.partial(p.enter, hold) for p in proxies])
+        finally:
+            for p in proxies:
+                p._release()
+
+    # SynchronizedObjBase: one call at a time, never more, in every mode.
+    assert max(concurrent_calls(sync_uri, 0.15)) == 1
+    # ObjBase: concurrent where the mode has threads (single mode runs calls inline).
+    expected = 1 if d.mode == "single" else parties
+    # (inline calls must not hold long: the other clients wait for their handshakes)
+    assert max(concurrent_calls(conc_uri, 0.15 if d.mode == "single" else 5.0)) == expected
+
+    # FIFO: oneway and sync calls on one connection keep their order, with and without
+    # threaded oneways.
+    recorder = DynamicProxy(d.connect(SyncRecorder))
+    recorder._setOneway("record")
+    expected_log: list[Any] = []
+    for threaded in (False, True):
+        with config_values(PYRO_ONEWAY_THREADED=threaded):
+            for i in range(8):
+                recorder.record((threaded, i), 0.01 if i % 3 == 0 else 0.0)
+                expected_log.append((threaded, i))
+                if i == 4:
+                    recorder.record_sync((threaded, "sync"))
+                    expected_log.append((threaded, "sync"))
+            assert recorder.get_log() == expected_log
+    assert recorder.get_max_active() == 1
+    recorder._release()
+
+
+# -- parallel execution across workers ----------------------------------------------------------
+
+
+def _timed_pair(uris: tuple[PyroURI, PyroURI], seconds: float) -> tuple[float, float, list[Any]]:
+    """(one call alone, two concurrent calls from two clients, the concurrent pids)."""
+    p1, p2 = DynamicProxy(uris[0]), DynamicProxy(uris[1])
+    try:
+        p1.echo(0)
+        p2.echo(0)
+        start = time.perf_counter()
+        p1.burn(seconds)
+        single = time.perf_counter() - start
+        start = time.perf_counter()
+        pids = run_threads(functools.partial(p1.burn, seconds), functools.partial(p2.burn, seconds))
+        both = time.perf_counter() - start
+        return single, both, pids
+    finally:
+        p1._release()
+        p2._release()
+
+
+def _assert_parallel(uris: tuple[PyroURI, PyroURI]) -> None:
+    attempts = []
+    for _ in range(3):  # the machine is noisy: one good attempt out of three shows it
+        single, both, pids = _timed_pair(uris, 0.2)
+        assert all(isinstance(p, int) for p in pids), pids
+        attempts.append((round(single, 3), round(both, 3), pids))
+        if pids[0] != pids[1] and both < 1.6 * single:
+            return
+    pytest.fail(f"no parallel speed-up across workers (single, both, pids): {attempts}")
+
+
+def test_replicated_object_runs_in_parallel_on_every_worker(pdaemon: Daemon) -> None:
+    uri = pdaemon.connect(Worker, "burner", placement="replicated")
+    assert sorted(pdaemon.getStats()["routes"][uri.objectID]["workers"]) == [0, 1]
+    _assert_parallel((uri, uri))
+
+
+def test_distinct_pinned_objects_are_placed_round_robin_and_run_in_parallel(
+    pdaemon: Daemon,
+) -> None:
+    a = pdaemon.connect(Worker)
+    b = pdaemon.connect(Worker)
+    assert worker_of(pdaemon, a.objectID) != worker_of(pdaemon, b.objectID)
+    pa, pb = a.getProxy(), b.getProxy()
+    assert pa.pid() != pb.pid() and os.getpid() not in (pa.pid(), pb.pid())
+    pa._release()
+    pb._release()
+    _assert_parallel((a, b))
+
+
+def test_least_loaded_placement_picks_the_idle_worker(pdaemon: Daemon, tmp_path: Path) -> None:
+    busy = pdaemon.connect(Worker)
+    busy_index = worker_of(pdaemon, busy.objectID)
+    started, release = tmp_path / "started", tmp_path / "release"
+    proxy = busy.getProxy()
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(proxy.hang(str(started), str(release))))
+    t.start()
+    try:
+        wait_until(started.exists, what="the call runs")
+        for _ in range(3):
+            placed = pdaemon.connect(Worker, strategy="least-loaded")
+            assert worker_of(pdaemon, placed.objectID) != busy_index
+    finally:
+        release.touch()
+        t.join(10)
+    assert result == [True]
+    proxy._release()
+
+
+# -- TLS in workers ------------------------------------------------------------------------
+
+
+class NamingValidator(DefaultConnValidator):
+    def acceptHost(self, daemon: Any, connection: Any) -> tuple[int, int]:
+        connection.username = f"user-{connection.addr[1]}"
+        connection.unpicklable = threading.Lock()  # not forwarded, and no error either
+        return super().acceptHost(daemon, connection)
+
+
+def test_tls_caller_address_validator_attributes_and_init_tls_in_workers() -> None:
+    with serving("process", workers=2) as d:
+        d.setNewConnectionValidator(NamingValidator())
+        d.setInitTLS(init_tls)
+        uri = d.connect(Worker)
+        p1, p2 = DynamicProxy(uri), DynamicProxy(uri)
+        try:
+            worker_pid = p1.pid()
+            assert worker_pid != os.getpid()
+            local1 = p1.adapter.channel.sock.getsockname()
+            assert p1.caller_addr() == tuple(local1)
+            assert p1.caller_attr("username") == f"user-{local1[1]}"
+            assert p1.caller_attr("unpicklable") is None
+            assert p2.caller_addr() == tuple(p2.adapter.channel.sock.getsockname())
+            # setInitTLS ran once per storage, in the worker; each connection has its own.
+            count1, marker1, init_pid1 = p1.tls_info()
+            assert (count1, init_pid1) == (1, worker_pid)
+            assert p1.tls_info() == (1, marker1, worker_pid)
+            count2, marker2, _ = p2.tls_info()
+            assert count2 == 1 and marker2 != marker1
+            assert p2.tls_info()[1] == marker2
+        finally:
+            p1._release()
+            p2._release()
+
+
+# -- transients, factories, proxies, attributes, callbacks, exceptions -------------------------
+
+
+def test_transients_created_in_a_worker_route_back_to_it(pdaemon: Daemon) -> None:
+    parent = pdaemon.connect(Worker).getProxy()
+    home = parent.pid()
+    child = parent.make_child()
+    assert isinstance(child, DynamicProxy)
+    assert child.pid() == home
+    assert child.bump() == 1 and child.bump() == 2
+    assert pdaemon.getStats()["routes"][child.objectID]["workers"] == [
+        worker_of(pdaemon, parent.objectID)
+    ]
+    grandchild = child.make_child()
+    assert grandchild.pid() == home and grandchild.echo("deep") == "deep"
+    for p in (parent, child, grandchild):
+        p._release()
+
+
+def test_getproxy_and_attribute_proxies_of_worker_objects(pdaemon: Daemon) -> None:
+    uri = pdaemon.connect(Worker)
+    proxy = uri.getProxy()
+    own = proxy.my_proxy()
+    assert isinstance(own, DynamicProxy) and own.URI == uri
+    assert own.bump() == 1
+    attr = proxy.my_attr_proxy()
+    assert isinstance(attr, DynamicProxyWithAttrs)
+    assert attr.value == 1
+    attr.value = 10
+    assert proxy.bump() == 11
+    assert attr.log == []
+    child = proxy.make_attr_child()
+    assert isinstance(child, DynamicProxyWithAttrs) and child.value == 41
+    assert child.bump() == 42 and child.pid() == proxy.pid()
+    direct = uri.getAttrProxy()
+    assert direct.value == 11
+    with pytest.raises(AttributeError):
+        direct.no_such_attribute  # noqa: B018
+    for p in (proxy, own, attr, child, direct):
+        p._release()
+
+
+def test_callbacks_from_worker_objects_reach_the_clients_daemon(pdaemon: Daemon) -> None:
+    with serving("threaded") as client_daemon:
+        callback = Callback()
+        cb_proxy = client_daemon.connect(callback).getProxy()
+        proxy = pdaemon.connect(Worker).getProxy()
+        worker_pid = proxy.pid()
+        assert proxy.call_back(cb_proxy, "hello") == f"got {('hello', worker_pid)!r}"
+        assert callback.received == [("hello", worker_pid)]
+        proxy._release()
+
+
+def test_remote_exceptions_from_workers_carry_their_traceback(pdaemon: Daemon) -> None:
+    proxy = pdaemon.connect(Worker).getProxy()
+    with pytest.raises(ValueError, match="worker-boom") as info:
+        proxy.fail("worker-boom")
+    text = "".join(getattr(info.value, constants.TRACEBACK_ATTRIBUTE))
+    assert "in fail" in text and "proc_objects.py" in text and "worker-boom" in text
+    with pytest.raises(AttributeError, match="private"):
+        proxy._private()
+    assert proxy.echo("after") == "after"
+    proxy._release()
+
+
+def test_oneway_calls_send_no_reply_and_keep_their_order(pdaemon: Daemon) -> None:
+    guid = pdaemon.connect(Worker).objectID
+    raw = RawClient(pdaemon.port)
+    try:
+        with config_values(PYRO_ONEWAY_THREADED=False):
+            for i in range(5):
+                _s, oneway = raw.request_segments(guid, "record", (i,), oneway=True)
+                raw.channel.send(oneway)
+            seq, request = raw.request_segments(guid, "get_log")
+            raw.channel.send(request)
+            frame = raw.sm.check(raw.channel.recv_frame())
+        assert frame.seq == seq and frame.msg_type == spec.MSG_REPLY
+        assert serializer.loads(frame.payload, frame.buffers) == [0, 1, 2, 3, 4]
+        raw.channel.timeout = 0.3
+        with pytest.raises(PyroTimeoutError):
+            raw.channel.recv_frame()  # no reply frame for any oneway call
+    finally:
+        raw.close()
+
+
+def test_proxy_timeout_on_a_blocking_worker_method(pdaemon: Daemon) -> None:
+    proxy = pdaemon.connect(Worker).getProxy()
+    proxy._setTimeout(0.3)
+    start = time.monotonic()
+    with pytest.raises(PyroTimeoutError) as info:
+        proxy.sleep(1.0)
+    assert isinstance(info.value, ConnectionClosedError)
+    assert 0.25 <= time.monotonic() - start < 1.0
+    assert proxy.echo("again") == "again"  # reconnects; the object is still there
+    proxy._release()
+
+
+def test_disconnect_of_a_worker_object(pdaemon: Daemon) -> None:
+    uri = pdaemon.connect(Worker, "to-disconnect")
+    proxy = uri.getProxy()
+    assert proxy.echo(1) == 1
+    index = worker_of(pdaemon, uri.objectID)
+    pdaemon.disconnect(uri.objectID)
+    assert uri.objectID not in pdaemon.getRegistered()
+    objects = pdaemon.getStats()["workers"][index]["objects"]
+    assert uri.objectID not in objects
+    with pytest.raises(ProtocolError, match="unknown object"):
+        proxy.echo(2)
+    proxy._release()
+
+
+def test_connect_persistent_in_process_mode(pdaemon: Daemon) -> None:
+    uri = pdaemon.connectPersistent(Worker, "persistent-worker")
+    assert pdaemon.getRegistered()[uri.objectID] == "persistent-worker"
+    by_name = DynamicProxy(f"PYROLOC://127.0.0.1:{pdaemon.port}/persistent-worker")
+    assert by_name.bump() == 1
+    assert by_name.objectID == uri.objectID
+    assert uri.getProxy().bump() == 2
+    by_name._release()
+
+
+def test_reaping_of_worker_transients(tmp_path: Path) -> None:
+    with serving("process", workers=2) as d:
+        marker = tmp_path / "reaped"
+        idle = d.connect(functools.partial(Reapable, str(marker)))
+        named = d.connect(functools.partial(Reapable, str(marker)), "named-reapable")
+        persistent = d.connectPersistent(functools.partial(Reapable, str(marker)))
+        maker = d.connect(Worker, "maker").getProxy()
+        child = maker.make_child()
+        idle_proxy = idle.getProxy()
+        assert idle_proxy.echo(1) == 1 and child.echo(1) == 1
+        idle_pid = idle_proxy.pid()
+        d.setTransientsCleanupAge(0.3)
+        wait_until(
+            lambda: idle.objectID not in d.getRegistered()
+            and child.objectID not in d.getRegistered(),
+            what="idle worker transients reaped",
+        )
+        wait_until(marker.exists, what="_gotReaped ran")
+        assert marker.read_text().split() == [str(idle_pid)]  # once, in the worker
+        with pytest.raises(ProtocolError, match="unknown object"):
+            idle_proxy.echo(2)
+        with pytest.raises(ProtocolError, match="unknown object"):
+            child.echo(2)
+        registered = d.getRegistered()
+        assert named.objectID in registered and persistent.objectID in registered
+        assert named.getProxy().echo(3) == 3
+        d.setTransientsCleanupAge(None)
+        for p in (maker, child, idle_proxy):
+            p._release()
+
+
+def test_shutdown_drains_an_in_flight_call() -> None:
+    d = Daemon(mode="process", workers=1)
+    try:
+        uri = d.connect(Worker)
+        loop_thread = threading.Thread(target=d.requestLoop, kwargs={"timeout": 0.1})
+        loop_thread.start()
+        proxy = uri.getProxy()
+        assert proxy.echo(0) == 0
+        result: list[Any] = []
+        t = threading.Thread(target=lambda: result.append(run_threads(lambda: proxy.sleep(0.3))))
+        t.start()
+        wait_until(lambda: d.getStats()["workers"][0]["outstanding"] == 1, what="call in flight")
+        d.shutdown()
+        loop_thread.join(5)
+        start = time.monotonic()
+        d.closedown()
+        assert time.monotonic() - start < 3.0
+        t.join(5)
+        assert result and isinstance(result[0][0], int), result
+        proxy._release()
+    finally:
+        d.shutdown()
+        d.closedown()
+
+
+# -- what can be connected ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [LockHolder, SocketHolder])
+def test_an_unpicklable_instance_is_refused_with_the_way_out(pdaemon: Daemon, cls: type) -> None:
+    instance = cls()
+    try:
+        with pytest.raises(DaemonError, match="connect the class or a factory") as info:
+            pdaemon.connect(instance, "unpicklable")
+        assert cls.__name__ in str(info.value)
+        assert instance.GUID() not in pdaemon.getRegistered()
+        # The class form works: the instance is created inside the worker.
+        proxy = pdaemon.connect(cls).getProxy()
+        assert proxy.pid() != os.getpid()
+        proxy._release()
+    finally:
+        if isinstance(instance, SocketHolder):
+            instance.sock.close()
+
+
+def test_an_object_created_in_its_worker_can_hold_an_open_file(
+    pdaemon: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "held.txt"
+    proxy = pdaemon.connect(functools.partial(FileHolder, str(path))).getProxy()
+    text, pid = proxy.write_and_read("kept open")
+    assert text == "kept open" and pid != os.getpid()
+    assert proxy.write_and_read("twice")[0] == "twice"
+    assert path.read_text() == "twice"
+    proxy._release()
+
+
+def test_a_picklable_instance_is_copied_into_its_worker(pdaemon: Daemon) -> None:
+    obj = Worker()
+    obj.value = 5
+    uri = pdaemon.connect(obj)
+    assert uri.objectID == obj.GUID()
+    assert obj.getDaemon() is pdaemon
+    proxy = uri.getProxy()
+    assert proxy.bump() == 6
+    assert obj.value == 5  # the worker has its own copy
+    proxy._release()
+
+
+# -- bounded mailboxes -------------------------------------------------------------------------
+
+
+def test_a_full_mailbox_gives_busy_errors(tmp_path: Path) -> None:
+    with config_values(PYRO_MAILBOX_SIZE=2), serving("process", workers=1) as d:
+        uri = d.connect(SyncRecorder)
+        guid = uri.objectID
+        release = tmp_path / "release"
+
+        def depth() -> int:
+            return int(d.getStats()["workers"][0]["objects"][guid]["queue_depth"])
+
+        holders = [DynamicProxy(uri) for _ in range(2)]
+        threads = [
+            threading.Thread(target=functools.partial(p.block, str(release))) for p in holders
+        ]
+        for t in threads:
+            t.start()
+        extra = DynamicProxy(uri)
+        raw = RawClient(d.port)
+        try:
+            wait_until(lambda: depth() == 2, what="two calls in the mailbox")
+            with pytest.raises(BusyError, match="PYRO_MAILBOX_SIZE=2"):
+                extra.get_log()
+            # A flood of oneway calls is refused too: the mailbox never grows.
+            for i in range(50):
+                _s, segments = raw.request_segments(guid, "record", (i,), oneway=True)
+                raw.channel.send(segments)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                assert depth() <= 2
+                time.sleep(0.02)
+        finally:
+            release.touch()
+            for t in threads:
+                t.join(10)
+        wait_until(lambda: depth() == 0, what="mailbox drained")
+        assert len(extra.get_log()) < 50  # most of the flood was refused
+        raw.close()
+        extra._release()
+        for p in holders:
+            p._release()
+
+
+# -- observability -------------------------------------------------------------------------
+
+
+def test_stats_per_worker_and_per_object(caplog: pytest.LogCaptureFixture) -> None:
+    with serving("process", workers=2) as d:
+        uri = d.connect(Worker)
+        index = worker_of(d, uri.objectID)
+        proxy = uri.getProxy()
+        for i in range(3):
+            assert proxy.echo(i) == i
+        with pytest.raises(ValueError):
+            proxy.fail("counted")
+        remote = PyroURI("127.0.0.1", constants.INTERNAL_DAEMON_GUID, d.port).getProxy()
+        for stats in (d.getStats(), remote.getStats()):
+            assert stats["mode"] == "process"
+            workers = stats["workers"]
+            assert [w["index"] for w in workers] == [0, 1]
+            for w in workers:
+                assert w["alive"] is True and w["restarts"] == 0 and w["outstanding"] == 0
+                assert isinstance(w["pid"], int) and w["pid"] != os.getpid()
+            assert workers[0]["pid"] != workers[1]["pid"]
+            obj = workers[index]["objects"][uri.objectID]
+            if obj["queue_depth"]:
+                # The mailbox counts a call until its task returns, just after its reply.
+                wait_until(
+                    lambda: d.getStats()["workers"][index]["objects"][uri.objectID]["queue_depth"]
+                    == 0
+                )
+                obj["queue_depth"] = 0
+            assert obj == {
+                "type": "Worker",
+                "name": None,
+                "calls": 4,
+                "errors": 1,
+                "queue_depth": 0,
+            }
+            assert workers[index]["calls"] >= 4
+            assert stats["routes"][uri.objectID]["placement"] == "pinned"
+        remote._release()
+        proxy._release()
+        caplog.set_level(logging.INFO, logger="pyroact.system")
+    shutdown_logs = [r.getMessage() for r in caplog.records if "stats at shutdown" in r.message]
+    assert shutdown_logs, [r.getMessage() for r in caplog.records]
+    assert uri.objectID in shutdown_logs[0] and "'calls': 4" in shutdown_logs[0]
+
+
+# -- hostile and dying clients ---------------------------------------------------------------
+
+
+def test_a_malformed_frame_or_a_dead_client_does_not_affect_others(
+    pdaemon: Daemon, tmp_path: Path
+) -> None:
+    uri = pdaemon.connect(Worker)
+    proxy = uri.getProxy()
+    assert proxy.echo(1) == 1
+    connections = len(pdaemon.connections)
+    raw = RawClient(pdaemon.port)
+    try:
+        raw.send_raw(b"GARBAGE!" * 16)
+        assert raw.closed_by_server(timeout=5)
+    finally:
+        raw.close()
+    assert proxy.echo(2) == 2
+    # A client that dies while its call runs in a worker.
+    started, release = tmp_path / "started", tmp_path / "release"
+    doomed = RawClient(pdaemon.port)
+    _seq, segments = doomed.request_segments(uri.objectID, "hang", (str(started), str(release)))
+    doomed.channel.send(segments)
+    wait_until(started.exists, what="the doomed call started")
+    doomed.close()
+    assert proxy.echo(3) == 3
+    release.touch()
+    index = worker_of(pdaemon, uri.objectID)
+    wait_until(
+        lambda: pdaemon.getStats()["workers"][index]["outstanding"] == 0,
+        what="the doomed call ended",
+    )
+    assert proxy.echo(4) == 4
+    wait_until(lambda: len(pdaemon.connections) <= connections, what="dead clients dropped")
+    proxy._release()
