@@ -55,7 +55,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         print(f"wire engine: {pyroact.wire.IMPLEMENTATION}")
         print(f"server at {proxies[0].URI} ({proxies[0].whoami()})")
-        print(f"primes below 1,000,000: {counts[0]} (4 parallel calls took {elapsed * 1000:.1f} ms)")
+        print(f"primes below 1,000,000: {counts[0]} (4 parallel calls: {elapsed * 1000:.1f} ms)")
         for proxy in proxies:
             proxy._release()
     finally:
