@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterator
 
 from .errors import BusyError
 
-__all__ = ["InlineExecutor", "Mailbox", "Submit", "Task", "ThreadPool", "blocking"]
+__all__ = [
+    "InlineExecutor",
+    "Mailbox",
+    "Submit",
+    "Task",
+    "ThreadPool",
+    "blocking",
+    "in_pool_thread",
+]
 
 log = logging.getLogger("pyroact.system")
 
@@ -27,6 +35,11 @@ Submit = Callable[[Task], None]
 
 # The pool that runs the current thread's task (unset outside pool threads).
 _worker = threading.local()
+
+
+def in_pool_thread() -> bool:
+    """Tell whether the current thread is a :class:`ThreadPool` thread (cheap)."""
+    return getattr(_worker, "pool", None) is not None
 
 
 @contextlib.contextmanager

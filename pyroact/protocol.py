@@ -516,8 +516,12 @@ class PYROAdapter:
                 self._last_used = time.monotonic()
                 return None
             try:
-                # Inside a server call this is a nested call: let the pool replace this thread.
-                with _mailbox.blocking():
+                if _mailbox.in_pool_thread():
+                    # Inside a server call this is a nested call: let the pool replace this
+                    # thread while it waits.
+                    with _mailbox.blocking():
+                        frame = sm.check(channel.recv_frame())
+                else:
                     frame = sm.check(channel.recv_frame())
             except ProtocolError:
                 channel.close()
