@@ -8,8 +8,11 @@ One benchmark group, ``cpu-5ms``, measured in one run over windows of the same l
   the ceiling (two vCPUs of this VM give about 1.4 times one);
 * ``raw-1core``: the same with one process (what one core does), for scale;
 * ``pyroact-single``, ``pyroact-threaded``, ``pyroact-process``: 4 client *processes*, each
-  with its own proxy to the server's ``burner`` object (replicated in the process mode, whose
-  daemon has ``os.cpu_count()`` workers), each calling ``burn()`` in a loop for the window;
+  with its own proxy to the server's ``burner`` object (an ``ObjBase``, replicated in the
+  process mode, whose daemon has ``os.cpu_count()`` workers), each calling ``burn()`` in a loop
+  for the window;
+* ``pyroact-process-sync``: the same against ``burner-sync``, a replicated
+  ``SynchronizedObjBase`` (one call at a time per worker; the others wait in its mailbox);
 * ``pyro5``: the same against Pyro5's default thread-pool server (skipped without Pyro5).
 
 Every load generator is a separate process (``servers/_cpuwork.py``), started before the
@@ -19,6 +22,13 @@ benchmark is the whole window (``rounds=1``); the figures are in ``extra_info``:
 and, for the RPC rows, ``vs_raw_capacity`` = calls/s ÷ raw-capacity burns/s (the issue-4
 target for the process mode is at least 0.9). With ``--benchmark-disable`` the window is
 0.3 s instead of 3 s, so the file still runs in a few seconds.
+
+The machine may be shared: before each window the test waits (up to 20 s) until other
+processes use less than 0.15 core, and it measures where the CPU went during the window
+(``cpu_server``, ``cpu_clients``, ``cpu_other``, ``cpu_steal`` in cores, from ``/proc``). A
+window during which other processes used 0.15 core or more is measured again, up to 4 windows;
+the least disturbed one counts, ``cpu_windows`` says how many were run and ``cpu_disturbed``
+that none was clean. The same rule applies to every row, the raw capacity included.
 """
 
 from __future__ import annotations
@@ -44,6 +54,12 @@ CPUS = os.cpu_count() or 1
 CPU_WORK = SERVERS / "_cpuwork.py"
 GROUP = "cpu-5ms"
 START_TIMEOUT = 30.0
+# Before each window, wait (up to QUIET_WAIT s) until the rest of the machine uses less than
+# QUIET_CORES cores: other work on a shared 2-core VM would otherwise decide the figures.
+# A window during which they used more is measured again, up to ATTEMPTS windows in all.
+QUIET_CORES = 0.15
+QUIET_WAIT = 20.0
+ATTEMPTS = 4
 TARGET_RATIO = 0.9  # process mode ≥ 0.9 × raw capacity (issue 4)
 
 sys.path.insert(0, str(SERVERS))
@@ -63,6 +79,7 @@ class CpuTarget:
     server: tuple[str, ...] = ()
     mode: str = "-"
     module: str | None = None
+    obj: str = "burner"  # the server object called
 
 
 TARGETS = {
@@ -74,7 +91,9 @@ TARGETS = {
         CpuTarget("pyroact-threaded", "pyroact", CLIENTS, ("pyroact_server.py", "threaded"),
                   "threaded"),
         CpuTarget("pyroact-process", "pyroact", CLIENTS, ("pyroact_server.py", "process"),
-                  f"process, {CPUS} workers, replicated"),
+                  f"process, {CPUS} workers, replicated ObjBase"),
+        CpuTarget("pyroact-process-sync", "pyroact", CLIENTS, ("pyroact_server.py", "process"),
+                  f"process, {CPUS} workers, replicated SynchronizedObjBase", obj="burner-sync"),
         CpuTarget("pyro5", "pyro5", CLIENTS, ("pyro5_server.py",), "thread", "Pyro5"),
     )
 }  # fmt: skip
@@ -194,6 +213,7 @@ class LoadGang:
         clients = process_cpu(ours) - clients0
         me = process_cpu([os.getpid()]) - me0
         self.cpu = {
+            **self.cpu,
             "server": server / elapsed,
             "clients": clients / elapsed,
             "other": max(0.0, (busy1 - busy0) - server - clients - me) / elapsed,
@@ -220,27 +240,61 @@ class LoadGang:
             err.close()
 
 
+def wait_for_quiet(ours: list[int], sample: float = 0.5) -> float:
+    """Wait until processes other than ``ours`` use < ``QUIET_CORES`` cores; the last sample."""
+    ours = [*ours, os.getpid()]
+    deadline = time.monotonic() + QUIET_WAIT
+    while True:
+        busy0, _ = machine_cpu()
+        mine0 = process_cpu(ours)
+        time.sleep(sample)
+        other = max(0.0, (machine_cpu()[0] - busy0) - (process_cpu(ours) - mine0)) / sample
+        if other < QUIET_CORES or time.monotonic() > deadline:
+            return other
+
+
 def burner_uri(target: CpuTarget, server: ServerProcess) -> str:
     host, port = server.host_port
     if target.kind == "pyro5":
-        return f"PYRO:burner@{host}:{port}"
-    return f"PYROLOC://{host}:{port}/burner"
+        return f"PYRO:{target.obj}@{host}:{port}"
+    return f"PYROLOC://{host}:{port}/{target.obj}"
 
 
 def measure(target: CpuTarget, server: ServerProcess | None, window: float,
-            benchmark: Any = None) -> tuple[float, list[int], dict[str, float]]:  # fmt: skip
+            benchmark: Any = None) -> tuple[float, list[int], dict[str, Any]]:  # fmt: skip
     """(calls or burns per second, count per process, CPU use) over one window of ``target``."""
     uri = burner_uri(target, server) if server is not None else None
     pids = process_tree(server.pid) if server is not None else []
     gang = LoadGang(target.kind, target.processes, uri, pids)
+    quick = window < WINDOW
+
+    def clean_window() -> tuple[list[int], dict[str, Any]]:
+        # A window during which other processes took cores is retried (up to ATTEMPTS
+        # windows); if none was clean, the least disturbed one counts and is flagged.
+        best: tuple[list[int], dict[str, Any]] | None = None
+        for attempt in range(1, (1 if quick else ATTEMPTS) + 1):
+            before = None if quick else wait_for_quiet(pids + [p.pid for p in gang.procs])
+            counts = gang.go(window)
+            cpu: dict[str, Any] = dict(gang.cpu, windows=attempt)
+            if before is not None:
+                cpu["other_before"] = before
+            if best is None or cpu["other"] < best[1]["other"]:
+                best = (counts, cpu)
+            if quick or cpu["other"] < QUIET_CORES:
+                break
+        assert best is not None
+        best[1]["windows"] = attempt
+        best[1]["disturbed"] = not quick and best[1]["other"] >= QUIET_CORES
+        return best
+
     try:
         if benchmark is None:
-            counts = gang.go(window)
+            counts, cpu = clean_window()
         else:
-            counts = benchmark.pedantic(gang.go, args=(window,), rounds=1, iterations=1)
+            counts, cpu = benchmark.pedantic(clean_window, rounds=1, iterations=1)
     finally:
         gang.close()
-    return sum(counts) / window, counts, gang.cpu
+    return sum(counts) / window, counts, cpu
 
 
 def raw_capacity(window: float) -> float:
@@ -289,11 +343,15 @@ def test_cpu_5ms(benchmark: Any, server_pool: ServerPool, name: str) -> None:
         f"cores busy: server {cpu['server']:.2f}, load generators {cpu['clients']:.2f}, "
         f"other processes {cpu['other']:.2f}, steal {cpu['steal']:.2f}"
     )
+    if "other_before" in cpu:
+        line += f" (just before: {cpu['other_before']:.2f})"
+    line += f"; window {cpu['windows']} tried" + (" (DISTURBED: no clean window)"
+                                                   if cpu["disturbed"] else "")  # fmt: skip
     if target.kind != "raw":
         raw = raw_capacity(window)
         info.update(raw_capacity_per_s=raw, vs_raw_capacity=rate / raw)
         line += f"; {rate / raw:.3f}× the raw capacity ({raw:.1f} burns/s)"
-        if name == "pyroact-process":
+        if name.startswith("pyroact-process"):
             met = "met" if rate / raw >= TARGET_RATIO else "MISSED"
             line += f" — target ≥ {TARGET_RATIO}×: {met}"
     elif name == "raw-1core" and "raw-capacity" in MEASURED:

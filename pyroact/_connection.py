@@ -38,6 +38,7 @@ from .wire import Frame, encode_frame
 
 __all__ = [
     "CLIENT",
+    "MAX_HANDSHAKE_SIZE",
     "NONCE_SIZE",
     "SERVER",
     "Connection",
@@ -49,6 +50,9 @@ __all__ = [
 CLIENT: Final = "client"
 SERVER: Final = "server"
 NONCE_SIZE: Final = 32
+# The size limit for frames before a connection is granted: handshake messages are tiny, and an
+# unauthenticated peer must not make the other side allocate a large buffer.
+MAX_HANDSHAKE_SIZE: Final = 4096
 FLAG_IDENT_REQUIRED: Final = 0x01
 
 # States.
@@ -384,11 +388,12 @@ class Connection:
             ProtocolError: a handshake message after the handshake, or a bad or missing MAC.
         """
         if self.state != READY or frame.msg_type < spec.MSG_REQUEST:
-            self.state = CLOSED
-            raise ProtocolError(
+            message = (
                 f"invalid header: unexpected {spec.MSG_NAMES.get(frame.msg_type)} "
                 f"in state {self.state}"
             )
+            self.state = CLOSED
+            raise ProtocolError(message)
         session = self._session
         if session is None:
             if frame.mac:

@@ -23,7 +23,7 @@ from typing import Any
 from . import _wirespec as spec
 from . import serializer
 from .errors import DaemonError, SerializeError, WorkerDiedError
-from .svr_procpool import PendingCall, WorkerPool
+from .svr_procpool import PendingCall, WorkerHandle, WorkerPool
 from .wire import Frame
 
 __all__ = ["PINNED", "PLACEMENTS", "REPLICATED", "ProcessRouter", "Route"]
@@ -119,6 +119,9 @@ class ProcessRouter:
         self.daemon = daemon
         self.routes: dict[str, Route] = {}
         self._internal = internal_fields
+        # The last arguments of each setting broadcast to the workers ("configure",
+        # "init_tls", "reap_age"), replayed on a restarted worker.
+        self._settings: dict[str, tuple[Any, ...]] = {}
         self.pool = WorkerPool(
             count,
             name=f"{daemon.hostname}:{daemon.port}",
@@ -137,7 +140,8 @@ class ProcessRouter:
         self.broadcast("configure", self.daemon.config)
 
     def broadcast(self, control: str, *args: Any) -> None:
-        """Run a control request on every live worker."""
+        """Run a control request on every live worker (and on restarted ones later)."""
+        self._settings[control] = args
         for handle in self.pool.workers:
             if handle.alive:
                 self.pool.control(handle.index, control, *args)
@@ -172,6 +176,8 @@ class ProcessRouter:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+        if guid in self.routes:
+            raise DaemonError(f"an object with id {guid} is already connected")
         is_factory = isinstance(obj, type) or not hasattr(obj, "objectGUID")
         try:
             blob, _, _ = serializer.dumps(obj, oob_threshold=1 << 62)
@@ -232,14 +238,26 @@ class ProcessRouter:
         elif name == "unregistered":
             self.routes.pop(args[0], None)
 
-    def _on_restart(self, index: int) -> None:
+    def _on_restart(self, index: int, handle: WorkerHandle) -> None:
+        # Called before the restarted worker is routed: settings first, then its objects.
+        for control, args in list(self._settings.items()):
+            try:
+                self.pool.control(index, control, *args, handle=handle)
+            except Exception:
+                log.exception("cannot send %r to restarted worker %d", control, index)
         for guid, route in list(self.routes.items()):
-            if index not in route.workers:
+            if route.placement == REPLICATED and route.blob is not None:
+                if index not in route.workers:
+                    route.workers.append(index)  # connected while this worker was down
+            elif index not in route.workers:
                 continue
             if route.blob is None:
                 # Made inside the dead worker: nothing to re-create it from.
                 self.routes.pop(guid, None)
                 continue
+            if route.placement == PINNED:
+                # Before it is re-created, so no call can reach the fresh instance unwarned.
+                route.lost.add(index)
             try:
                 self.pool.control(
                     index,
@@ -249,12 +267,10 @@ class ProcessRouter:
                     route.blob,
                     route.is_factory,
                     route.persistent,
+                    handle=handle,
                 )
             except Exception:
                 log.exception("cannot re-create %s %s on worker %d", route.type_name, guid, index)
-                continue
-            if route.placement == PINNED:
-                route.lost.add(index)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -269,13 +285,17 @@ class ProcessRouter:
             else:
                 index = route.workers[0]
             handle = self.pool.worker(index)
+            if not handle.alive:
+                raise WorkerDiedError(
+                    f"cannot call {label}: its worker {index} (pid {handle.pid}) is not running"
+                )
             if index in route.lost:
                 route.lost.discard(index)
                 raise WorkerDiedError(
                     f"{route.type_name} object {route.guid} lost its state: its worker {index} "
                     "died and was restarted, and the object was re-created from scratch"
                 )
-            key = self._connection_key(conn, index)
+            key = self._connection_key(conn, handle)
         except (DaemonError, WorkerDiedError) as exc:
             if not oneway:
                 daemon.reply_error(conn, frame.seq, exc)
@@ -319,18 +339,18 @@ class ProcessRouter:
 
         return on_done
 
-    def _connection_key(self, conn: Any, index: int) -> str:
+    def _connection_key(self, conn: Any, handle: WorkerHandle) -> str:
+        # Called on the I/O thread only. A worker learns a connection (its caller address and
+        # validator attributes) before its first call; a restarted worker learns it again.
         key: str | None = getattr(conn, "worker_key", None)
         if key is None:
             key = str(next(_connection_keys))
             conn.worker_key = key
-        opened: set[int] = conn.forwarded_to
-        if index not in opened:
-            opened.add(index)
+        if key not in handle.sessions:
             payload, buffers, flags = serializer.dumps(
                 (key, conn.addr, _caller_attributes(conn, self._internal))
             )
-            self.pool.worker(index).send_call(
+            handle.send_call(
                 spec.MSG_ONEWAY,
                 object_id="",
                 method="conn_open",
@@ -339,6 +359,8 @@ class ProcessRouter:
                 flags=flags,
                 pending=None,
             )
+            handle.sessions.add(key)
+            conn.forwarded_to.add(handle.index)
         return key
 
     def connection_closed(self, conn: Any) -> None:
@@ -349,7 +371,8 @@ class ProcessRouter:
         payload, _, _ = serializer.dumps((key,))
         for index in conn.forwarded_to:
             handle = self.pool.worker(index)
-            if handle.alive:
+            if handle.alive and key in handle.sessions:
+                handle.sessions.discard(key)
                 try:
                     handle.send_call(
                         spec.MSG_ONEWAY,
@@ -365,13 +388,19 @@ class ProcessRouter:
 
     # -- observability and shutdown ------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Counters per worker (from the parent) and per object (from each worker)."""
+    def stats(self, timeout: float | None = None) -> dict[str, Any]:
+        """Counters per worker (from the parent) and per object (from each worker).
+
+        Args:
+            timeout: seconds to wait for each worker's answer (None: the control default).
+        """
         per_worker = self.pool.stats()
         for entry in per_worker:
             if entry["alive"]:
                 try:
-                    entry["objects"] = self.pool.control(entry["index"], "stats")["objects"]
+                    entry["objects"] = self.pool.control(entry["index"], "stats", timeout=timeout)[
+                        "objects"
+                    ]
                 except Exception as exc:
                     entry["objects"] = f"unavailable: {exc}"
         return {
@@ -391,6 +420,11 @@ class ProcessRouter:
     def shutdown(self, deadline: float) -> None:
         """Drain in-flight calls until ``deadline`` (monotonic), log the counters, stop workers."""
         try:
-            log.info("process pool stats at shutdown: %s", self.pool.stats())
+            self.pool.drain(deadline)
+            try:
+                stats = self.stats(timeout=2.0)
+            except Exception as exc:
+                stats = {"workers": self.pool.stats(), "objects": f"unavailable: {exc}"}
+            log.info("process pool stats at shutdown: %s", stats)
         finally:
-            self.pool.shutdown(deadline)
+            self.pool.stop(deadline)

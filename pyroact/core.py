@@ -607,6 +607,8 @@ class DynamicProxy:
 
     def __copy__(self) -> DynamicProxy:
         copied: DynamicProxy = _proxy_from_state(type(self), self.__getstate__())
+        # A copy made here keeps the client-side validator; a pickled proxy cannot.
+        copied.adapter.validator = self.adapter.validator
         return copied
 
     def __getstate__(self) -> dict[str, Any]:
@@ -768,7 +770,12 @@ class CallOutcome:
                 return spec.MSG_REPLY, payload, list(buffers), flags
             except SerializeError as exc:
                 return spec.MSG_EXCEPTION, serializer.dumps_exception(exc, [f"{exc}\n"]), [], 0
-        return spec.MSG_EXCEPTION, serializer.dumps_exception(self.error, self.lines), [], 0
+        try:
+            return spec.MSG_EXCEPTION, serializer.dumps_exception(self.error, self.lines), [], 0
+        except Exception as exc:
+            # Pyro 3's fallback: an exception that cannot travel becomes a PyroError with its text.
+            fallback = PyroError(f"{type(self.error).__name__}: {self.error} ({exc})")
+            return spec.MSG_EXCEPTION, serializer.dumps_exception(fallback, self.lines), [], 0
 
 
 def execute_call(entry: _Entry, frame: Frame, tls: Any, config: Any) -> CallOutcome:
@@ -795,7 +802,9 @@ def execute_call(entry: _Entry, frame: Frame, tls: Any, config: Any) -> CallOutc
         obj = entry.obj
         target = obj if method in _ATTRIBUTE_CALLS else obj._pyroact_target()
         outcome = CallOutcome(getattr(target, method)(*args, **kwargs), None, [])
-    except Exception as exc:
+    except BaseException as exc:
+        # SystemExit and friends from a remote method go back to the caller too, rather than
+        # killing the thread that serves the connection.
         entry.mailbox.errors += 1
         lines = util.formatTraceback(
             type(exc), exc, exc.__traceback__, detailed=bool(config.PYRO_DETAILED_TRACEBACK)
@@ -1266,14 +1275,15 @@ class Daemon(TCPServer, ObjBase):
         oneway = frame.msg_type == spec.MSG_ONEWAY
         if entry is None:
             error = ProtocolError(f"unknown object ID {frame.object_id!r}")
-            if not oneway:
-                self.reply_error(conn, frame.seq, error)
-            self.drop_connection(conn)
+            if oneway:
+                self.drop_connection(conn)
+            else:
+                self.refuse(conn, frame.seq, error, close=True)
             return
         refusal = _refusal(entry.obj, frame.method)
         if refusal is not None:
             if not oneway:
-                self.reply_error(conn, frame.seq, AttributeError(refusal))
+                self.refuse(conn, frame.seq, AttributeError(refusal), close=False)
             return
         background = oneway and self.threaded and self.config.PYRO_ONEWAY_THREADED
         if not background:
@@ -1281,10 +1291,10 @@ class Daemon(TCPServer, ObjBase):
         try:
             entry.mailbox.post(functools.partial(self._run_call, conn, frame, entry, background))
         except BusyError as exc:
-            if not oneway:
-                self.reply_error(conn, frame.seq, exc)
             if not background:
                 self.resume(conn)
+            if not oneway:
+                self.refuse(conn, frame.seq, exc, close=False)
 
     def _run_call(self, conn: TCPConnection, frame: Frame, entry: _Entry, background: bool) -> None:
         tls = conn.tls or self.shared_tls

@@ -43,7 +43,7 @@ from .errors import (
     PyroError,
     TimeoutError,
 )
-from .transport import Channel, connect, format_address, is_loopback, listen
+from .transport import Channel, ServerChannel, connect, format_address, is_loopback, listen
 from .wire import Frame
 
 __all__ = [
@@ -378,7 +378,9 @@ class PYROAdapter:
             if URI.protocol not in ("PYRO", "PYROLOC"):
                 raise ProtocolError(f"unsupported protocol {URI.protocol!r} in URI")
             sock = connect(URI.address, URI.port, timeout=self.timeout)
-            channel = Channel(sock, max_message_size=self.max_message_size, timeout=self.timeout)
+            channel = Channel(
+                sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
+            )
             sm = connection_sm.Connection(connection_sm.CLIENT)
             try:
                 sm.start()
@@ -388,6 +390,7 @@ class PYROAdapter:
                 )
                 channel.send(sm.build_connect(token, self.ident if token else None))
                 sm.handle_grant(channel.recv_frame())
+                channel.set_max_message_size(self.max_message_size)
             except ConnectionClosedError as exc:
                 channel.close()
                 if isinstance(exc, TimeoutError):
@@ -501,21 +504,21 @@ class PYROAdapter:
             channel, sm = self._ensure_connected()
             seq = sm.next_seq()
             msg_type = spec.MSG_ONEWAY if oneway else spec.MSG_REQUEST
-            channel.send(
-                sm.build(
-                    msg_type,
-                    seq=seq,
-                    object_id=object_id,
-                    method=method,
-                    payload=payload,
-                    buffers=buffers,
-                    flags=flags,
-                )
-            )
-            if oneway:
-                self._last_used = time.monotonic()
-                return None
             try:
+                channel.send(
+                    sm.build(
+                        msg_type,
+                        seq=seq,
+                        object_id=object_id,
+                        method=method,
+                        payload=payload,
+                        buffers=buffers,
+                        flags=flags,
+                    )
+                )
+                if oneway:
+                    self._last_used = time.monotonic()
+                    return None
                 if _mailbox.in_pool_thread():
                     # Inside a server call this is a nested call: let the pool replace this
                     # thread while it waits.
@@ -523,7 +526,9 @@ class PYROAdapter:
                         frame = sm.check(channel.recv_frame())
                 else:
                     frame = sm.check(channel.recv_frame())
-            except ProtocolError:
+            except BaseException:
+                # Interrupted mid-call (an error, a timeout, KeyboardInterrupt): the stream
+                # position is unknown, so the next call must start on a fresh connection.
                 channel.close()
                 raise
             self._last_used = time.monotonic()
@@ -771,8 +776,8 @@ class TCPServer:
         except OSError:
             return None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        channel = Channel(
-            sock, max_message_size=self.config.PYRO_MAX_MESSAGE_SIZE, timeout=self.timeout
+        channel = ServerChannel(
+            sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
         )
         conn = TCPConnection(channel, addr)
         with self._lock:
@@ -787,8 +792,9 @@ class TCPServer:
             nonce = self.newConnValidator.createAuthChallenge(self, conn)
             required = self.newConnValidator.getAllowedIdentifications() is not None
             conn.send(conn.sm.build_challenge(nonce, ident_required=required))
-        except PyroError as exc:
-            log.info("connection from %s failed during the handshake: %s", addr, exc)
+        except Exception as exc:
+            # A validator's own bug must cost this connection only, never the server.
+            log.warning("connection from %s failed during the handshake: %r", addr, exc)
             self.drop_connection(conn)
             return None
         conn.handshake_deadline = time.monotonic() + self.config.PYRO_HANDSHAKE_TIMEOUT
@@ -848,8 +854,10 @@ class TCPServer:
                         f"invalid header: a client may not send {spec.MSG_NAMES[frame.msg_type]}"
                     )
                 self.dispatch_frame(conn, frame)
-            except PyroError as exc:
-                log.warning("closing connection from %s: %s", conn.addr, exc)
+            except Exception as exc:
+                # Bad frames, and errors in user validators or setInitTLS functions, close this
+                # connection and nothing else.
+                log.warning("closing connection from %s: %r", conn.addr, exc)
                 self.drop_connection(conn)
                 return
 
@@ -862,6 +870,7 @@ class TCPServer:
             self.drop_connection(conn)
             return
         conn.send(conn.sm.build_granted(conn.authenticated_key))
+        conn.channel.set_max_message_size(self.config.PYRO_MAX_MESSAGE_SIZE)
         if self.server.shared_tls:
             conn.tls = self.shared_tls
         else:
@@ -926,3 +935,29 @@ class TCPServer:
         """Send an exception (with its traceback lines) as the reply to request ``seq``."""
         payload = serializer.dumps_exception(exc, lines)
         self.reply(conn, spec.MSG_EXCEPTION, seq, payload, (), 0)
+
+    def refuse(self, conn: TCPConnection, seq: int, exc: BaseException, *, close: bool) -> None:
+        """Answer a frame with an error, from a call thread.
+
+        The I/O thread never sends a reply itself: a client that does not read its replies
+        would block it, and with it every other connection. The connection waits meanwhile,
+        so the error keeps its place among the connection's replies.
+
+        Args:
+            conn: the connection.
+            seq: the frame's sequence id.
+            exc: the error to send.
+            close: drop the connection after sending (Pyro 3 does for an unknown object id).
+        """
+        self.pause(conn)
+
+        def send() -> None:
+            try:
+                self.reply_error(conn, seq, exc)
+            finally:
+                if close:
+                    self.drop_connection(conn)
+                else:
+                    self.resume(conn)
+
+        self.server.submit(send)

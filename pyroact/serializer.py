@@ -115,7 +115,11 @@ def _dumps(obj: Any, threshold: int, top: Sequence[Any]) -> Encoded:
     if not _needs_cloudpickle(top):
         try:
             return pickle.dumps(obj, PROTOCOL, buffer_callback=keep_in_band), buffers, 0
-        except (pickle.PicklingError, TypeError, AttributeError):
+        except RecursionError as exc:
+            raise SerializeError(f"cannot serialise {_describe(obj)}: {exc}") from exc
+        except Exception:
+            # Whatever plain pickle refused (lambdas, local classes, odd __reduce__ methods),
+            # cloudpickle gets a try; its failure is reported below.
             buffers.clear()
     try:
         stream = io.BytesIO()
@@ -273,11 +277,15 @@ def dumps_exception(exc: BaseException, traceback_lines: Sequence[str]) -> bytes
         The payload for an ``MSG_EXCEPTION`` frame.
     """
     cls = type(exc)
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{cls.__qualname__} whose str() failed>"
     record = (
         _pickle_exception(exc),
         f"{cls.__module__}.{cls.__qualname__}",
-        str(exc),
-        list(traceback_lines),
+        message,
+        [str(line) for line in traceback_lines],
     )
     return pickle.dumps(record, PROTOCOL)
 

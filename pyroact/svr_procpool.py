@@ -18,8 +18,10 @@ frames as the network:
 A worker shares its parent's fate: it exits when its link reaches EOF, which also happens when
 the parent is killed with ``kill -9``. When a worker dies, every call it had (running or queued
 in a mailbox) fails at once with :class:`~pyroact.errors.WorkerDiedError` naming the call and
-the exit status; the worker is restarted unless it crashed too often, and the daemon re-creates
-its objects. Calls are never retried.
+the exit status; the worker is restarted unless it crashed too often (``MAX_RESTARTS`` within
+``RESTART_WINDOW`` seconds; then an error is logged and the worker stays down). A restarted
+worker gets the daemon's settings and objects back before calls are routed to it; until then
+calls to its pinned objects fail with "not running". Calls are never retried.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import collections
 import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +44,7 @@ from .errors import DaemonError, PyroError, WorkerDiedError
 from .transport import Channel
 from .wire import Frame, encode_frame
 
-__all__ = ["PendingCall", "WorkerHandle", "WorkerPool"]
+__all__ = ["PendingCall", "WorkerHandle", "WorkerPool", "describe_status"]
 
 log = logging.getLogger("pyroact.system")
 
@@ -84,6 +87,8 @@ class WorkerHandle:
         self.alive = True
         self.calls = 0
         self.ready = threading.Event()
+        # Keys of the client connections this worker holds a thread-local storage for.
+        self.sessions: set[str] = set()
 
     @property
     def load(self) -> int:
@@ -139,7 +144,9 @@ class WorkerPool:
         worker_args: extra ``--key value`` arguments for every worker.
         on_notify: called as ``on_notify(worker_index, name, args)`` for a worker's
             notification (in the worker's reader thread).
-        on_restart: called as ``on_restart(worker_index)`` after a worker was restarted.
+        on_restart: called as ``on_restart(worker_index, handle)`` when a restarted worker is
+            ready, before calls are routed to it: it gets the worker's configuration and
+            objects back (with ``control(..., handle=handle)``).
 
     Raises:
         ValueError: ``count`` is below 1.
@@ -152,7 +159,7 @@ class WorkerPool:
         name: str,
         worker_args: dict[str, str],
         on_notify: Callable[[int, str, Any], None],
-        on_restart: Callable[[int], None],
+        on_restart: Callable[[int, WorkerHandle], None],
     ) -> None:
         if count < 1:
             raise ValueError(f"a process pool needs at least 1 worker, not {count}")
@@ -226,10 +233,27 @@ class WorkerPool:
         Args:
             deadline: ``time.monotonic()`` value after which workers are stopped regardless.
         """
+        self.drain(deadline)
+        self.stop(deadline)
+
+    def drain(self, deadline: float) -> None:
+        """Stop restarting workers and wait until ``deadline`` for the in-flight calls.
+
+        Args:
+            deadline: a ``time.monotonic()`` value.
+        """
         self._closing = True
         for handle in self.workers:
             while handle.pending and handle.alive and time.monotonic() < deadline:
                 time.sleep(0.01)
+
+    def stop(self, deadline: float) -> None:
+        """Tell every worker to exit, wait for it (killing it past ``deadline`` + 2 s).
+
+        Args:
+            deadline: a ``time.monotonic()`` value.
+        """
+        self._closing = True
         for handle in self.workers:
             if handle.alive:
                 try:
@@ -279,13 +303,22 @@ class WorkerPool:
                     return index
         raise DaemonError("no worker process is running")
 
-    def control(self, index: int, name: str, *args: Any) -> Any:
+    def control(
+        self,
+        index: int,
+        name: str,
+        *args: Any,
+        handle: WorkerHandle | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """Run a control request on a worker and wait for its result.
 
         Args:
             index: the worker.
             name: the control name (see ``pyroact._worker``).
             *args: its arguments (pickled here: they come from the parent itself).
+            handle: the worker's handle, when it is not the routed one yet (a restart).
+            timeout: seconds to wait for the answer (default ``CONTROL_TIMEOUT``).
 
         Returns:
             The worker's result.
@@ -304,7 +337,8 @@ class WorkerPool:
             done.set()
 
         payload, buffers, flags = serializer.dumps(args)
-        self.workers[index].send_call(
+        target = handle if handle is not None else self.workers[index]
+        target.send_call(
             spec.MSG_REQUEST,
             object_id="",
             method=name,
@@ -313,7 +347,7 @@ class WorkerPool:
             flags=flags,
             pending=PendingCall(f"control {name!r} on worker {index}", on_done),
         )
-        if not done.wait(CONTROL_TIMEOUT):
+        if not done.wait(CONTROL_TIMEOUT if timeout is None else timeout):
             raise WorkerDiedError(f"worker {index} did not answer control {name!r}")
         frame, error = outcome[0]
         if error is not None:
@@ -364,19 +398,20 @@ class WorkerPool:
             status = handle.process.wait(5.0)
         handle.ready.set()
         handle.channel.close()
+        described = describe_status(status)
         if self._closing:
-            return
-        log.error("worker %d (pid %d) died with exit status %s", handle.index, handle.pid, status)
+            reason = f"the daemon shut down before worker {handle.index} answered"
+        else:
+            log.error("worker %d (pid %d) died with %s", handle.index, handle.pid, described)
+            reason = f"worker {handle.index} (pid {handle.pid}) died with {described}"
         for call in pending.values():
-            error = WorkerDiedError(
-                f"worker {handle.index} (pid {handle.pid}) died with exit status {status} "
-                f"during {call.label}"
-            )
+            error = WorkerDiedError(f"{reason} during {call.label}")
             try:
                 call.on_done(None, error)
             except Exception:
                 log.exception("error failing a call of dead worker %d", handle.index)
-        self._restart(handle.index)
+        if not self._closing:
+            self._restart(handle.index)
 
     def _restart(self, index: int) -> None:
         now = time.monotonic()
@@ -385,7 +420,8 @@ class WorkerPool:
             times.popleft()
         if len(times) >= MAX_RESTARTS:
             log.error(
-                "worker %d crashed %d times within %.0f s: not restarting it",
+                "worker %d crashed %d times within %.0f s: not restarting it "
+                "(its pinned objects stay unavailable)",
                 index,
                 len(times) + 1,
                 RESTART_WINDOW,
@@ -394,13 +430,22 @@ class WorkerPool:
         times.append(now)
         try:
             handle = self._spawn(index)
-            self.workers[index] = handle
             self._wait_ready(handle)
         except (OSError, DaemonError) as exc:
             log.error("cannot restart worker %d: %s", index, exc)
             return
-        self.restart_counts[index] += 1
-        self._on_restart(index)
+        # The dead handle stays routed (calls fail with "not running") until the new worker
+        # has its configuration and objects back.
+        try:
+            self._on_restart(index, handle)
+        except Exception:
+            log.exception("error restoring restarted worker %d", index)
+        with self._lock:
+            if not handle.alive or self._closing:
+                return  # it died again meanwhile: its own link reader deals with that
+            self.restart_counts[index] += 1
+            self.workers[index] = handle
+        log.warning("worker %d restarted (pid %d)", index, handle.pid)
 
     def stats(self) -> list[dict[str, Any]]:
         """Per-worker counters: pid, alive, calls, outstanding calls, restarts."""
@@ -420,3 +465,15 @@ class WorkerPool:
     def default_count() -> int:
         """One worker per CPU."""
         return os.cpu_count() or 1
+
+
+def describe_status(status: int | None) -> str:
+    """``"exit status -9 (SIGKILL)"``, ``"exit status 1"``: how a worker process ended."""
+    if status is None:
+        return "an unknown exit status"
+    if status < 0:
+        try:
+            return f"exit status {status} ({signal.Signals(-status).name})"
+        except ValueError:
+            pass
+    return f"exit status {status}"

@@ -20,7 +20,9 @@ from __future__ import annotations
 import builtins
 import collections
 import ipaddress
+import select
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +32,7 @@ from .wire import Frame, FrameDecoder
 
 __all__ = [
     "Channel",
+    "ServerChannel",
     "connect",
     "format_address",
     "is_loopback",
@@ -153,19 +156,22 @@ def send_segments(sock: socket.socket, segments: Sequence[Any]) -> None:
         return
     pending = list(segments)
     while pending:
-        batch = pending[:_MAX_SEGMENTS]
-        sent = sock.sendmsg(batch)
-        # Drop the segments written whole, then trim the first one that was written in part.
-        index = 0
-        while index < len(batch):
-            size = memoryview(batch[index]).nbytes
-            if sent < size:
-                break
-            sent -= size
-            index += 1
-        del pending[:index]
-        if pending and sent:
-            pending[0] = memoryview(pending[0]).cast("B")[sent:]
+        pending = _advance(pending, sock.sendmsg(pending[:_MAX_SEGMENTS]))
+
+
+def _advance(pending: list[Any], sent: int) -> list[Any]:
+    # Drop the segments written whole, then trim the first one that was written in part.
+    index = 0
+    while index < len(pending):
+        size = memoryview(pending[index]).nbytes
+        if sent < size:
+            break
+        sent -= size
+        index += 1
+    del pending[:index]
+    if pending and sent:
+        pending[0] = memoryview(pending[0]).cast("B")[sent:]
+    return pending
 
 
 class Channel:
@@ -212,6 +218,19 @@ class Channel:
     def fileno(self) -> int:
         """Return the socket's file descriptor (for selectors)."""
         return self.sock.fileno()
+
+    def set_max_message_size(self, size: int) -> None:
+        """Raise (or lower) the decoder's size limit, e.g. once the handshake is done.
+
+        Args:
+            size: the new limit in bytes.
+
+        Raises:
+            ProtocolError: the peer already sent bytes the old limit applied to.
+        """
+        if self.decoder.buffered or self._frames:
+            raise ProtocolError("invalid header: data arrived before the handshake completed")
+        self.decoder = FrameDecoder(max_message_size=size)
 
     def send(self, segments: Sequence[Any]) -> None:
         """Send one encoded frame.
@@ -319,3 +338,81 @@ class Channel:
         except OSError:
             pass
         self.sock.close()
+
+
+class ServerChannel(Channel):
+    """A server's connection: reads never block, sends block at most ``timeout`` seconds.
+
+    The server's I/O thread reads a connection only when the selector said it is readable,
+    but a descriptor can be closed and reused between the two; a read that would block then
+    returns nothing instead of hanging the thread that serves every connection. The socket
+    itself stays blocking with no timeout, so that other threads' sends are unaffected, and
+    sends wait for writability themselves.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_message_size: int = spec.DEFAULT_MAX_MESSAGE_SIZE,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(sock, max_message_size=max_message_size, timeout=None)
+        self._timeout = timeout
+
+    @property
+    def timeout(self) -> float | None:
+        """The send timeout in seconds, or None."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = value
+
+    def _read_once(self) -> list[Frame]:
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        try:
+            count = self.sock.recv_into(self.decoder.get_buffer(), 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+        if count == 0:
+            self.close()
+            raise ConnectionClosedError("connection lost")
+        return self.decoder.buffer_updated(count)
+
+    def send(self, segments: Sequence[Any]) -> None:
+        """Send one frame, waiting for writability up to the timeout.
+
+        Raises:
+            ConnectionClosedError: the channel is closed or the connection broke.
+            TimeoutError: the peer did not take the data in time; the channel is closed.
+        """
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        pending = list(segments)
+        try:
+            while pending:
+                try:
+                    sent = self.sock.sendmsg(pending[:_MAX_SEGMENTS], [], socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    self._wait_writable(deadline)
+                    continue
+                pending = _advance(pending, sent)
+        except builtins.TimeoutError:
+            self.close()
+            raise TimeoutError("connection timeout sending") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+
+    def _wait_writable(self, deadline: float | None) -> None:
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLOUT)
+        wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        if not poller.poll(wait_ms) and deadline is not None:
+            raise builtins.TimeoutError

@@ -28,7 +28,6 @@ from proc_objects import (
 )
 from remote_objects import Callback, ProbeObj, SyncProbeObj
 
-import pyroact
 from pyroact import _wirespec as spec
 from pyroact import constants, serializer
 from pyroact.core import Daemon, DynamicProxy, DynamicProxyWithAttrs, PyroURI
@@ -365,8 +364,9 @@ def test_reaping_of_worker_transients(tmp_path: Path) -> None:
         idle_pid = idle_proxy.pid()
         d.setTransientsCleanupAge(0.3)
         wait_until(
-            lambda: idle.objectID not in d.getRegistered()
-            and child.objectID not in d.getRegistered(),
+            lambda: (
+                idle.objectID not in d.getRegistered() and child.objectID not in d.getRegistered()
+            ),
             what="idle worker transients reaped",
         )
         wait_until(marker.exists, what="_gotReaped ran")
@@ -521,8 +521,9 @@ def test_stats_per_worker_and_per_object(caplog: pytest.LogCaptureFixture) -> No
             if obj["queue_depth"]:
                 # The mailbox counts a call until its task returns, just after its reply.
                 wait_until(
-                    lambda: d.getStats()["workers"][index]["objects"][uri.objectID]["queue_depth"]
-                    == 0
+                    lambda: (
+                        d.getStats()["workers"][index]["objects"][uri.objectID]["queue_depth"] == 0
+                    )
                 )
                 obj["queue_depth"] = 0
             assert obj == {

@@ -175,7 +175,6 @@ def test_connection_failed_is_a_protocol_error_not_connection_closed() -> None:
     assert not isinstance(info.value, ConnectionClosedError)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the name server (issue not done yet)")
 def test_connectPersistent_reuses_the_uri_known_in_the_name_server(serve: Serve) -> None:
     import pyroact.naming  # noqa: F401
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from _cpuwork import burn
 
-from pyroact.core import ObjBase
+from pyroact.core import ObjBase, SynchronizedObjBase
 
 
 class Bench(ObjBase):
@@ -38,6 +38,18 @@ class Bench(ObjBase):
 
 class Burner(ObjBase):
     """The CPU workload: ``burn()`` runs about 5 ms of pure Python (``_cpuwork.burn``)."""
+
+    def burn(self) -> int:
+        return burn()
+
+
+class SyncBurner(SynchronizedObjBase):
+    """``Burner`` as a ``SynchronizedObjBase``: each instance runs one call at a time.
+
+    Replicated in the process mode, that is one burn at a time per worker, the rest queued in
+    the worker's mailbox without a thread; an ``ObjBase`` instead runs a worker's queued calls
+    concurrently on its thread pool, where CPU-bound calls only share that process's GIL.
+    """
 
     def burn(self) -> int:
         return burn()

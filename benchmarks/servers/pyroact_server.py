@@ -9,7 +9,9 @@ its workers:
   for the oneway workload, whose ``count()`` must see every ``notify``; in the other modes it
   is just a second instance;
 * ``burner``: ``burn()``, about 5 ms of pure-Python CPU (``_cpuwork.burn``), replicated in the
-  process mode.
+  process mode;
+* ``burner-sync``: the same as a ``SynchronizedObjBase`` (one call at a time per instance, so
+  per worker in the process mode).
 
 The process mode runs ``os.cpu_count()`` workers. Clients reach the other objects by
 ``PYROLOC://host:port/<name>``.
@@ -21,7 +23,7 @@ import os
 import sys
 
 from _common import announce, watch_parent
-from _objects import Bench, Burner
+from _objects import Bench, Burner, SyncBurner
 
 import pyroact.wire
 from pyroact.core import Daemon
@@ -35,6 +37,7 @@ def main() -> None:
     uri = daemon.connect(Bench, "bench", placement="replicated")
     daemon.connect(Bench, "bench-pinned", placement="pinned")
     daemon.connect(Burner, "burner", placement="replicated")
+    daemon.connect(SyncBurner, "burner-sync", placement="replicated")
     announce(str(uri), pyroact.wire.IMPLEMENTATION)
     daemon.requestLoop()
 
