@@ -161,9 +161,29 @@ def describe(row: Row) -> str:
     return ", ".join(parts)
 
 
+def cpu_capacity(row: Row, raw: Row | None) -> float | None:
+    """The raw capacity a CPU row is compared with: the one its test used, else the raw row.
+
+    A raw row is compared with the highest raw-capacity window of the run.
+    """
+    if "raw_capacity_per_s" in row.info:
+        return float(row.info["raw_capacity_per_s"])
+    if raw is None or not raw.rate:
+        return None
+    return max([raw.rate, *(float(w[0]) for w in raw.info.get("all_raw_windows", []))])
+
+
+def fmt_cpu_ratio(row: Row, raw: Row | None) -> str:
+    capacity = cpu_capacity(row, raw)
+    return f"{row.rate / capacity:.3f}×" if capacity else "—"
+
+
 def cpu_table(rows: Sequence[Row]) -> str:
     """The CPU group: calls/s per row and the ratio to the raw parallel capacity."""
     raw = reference(rows, "floor")
+    windows = max((r.info.get("raw_windows", []) for r in rows), key=len, default=[])
+    if raw is not None:
+        raw.info["all_raw_windows"] = windows
     head = ["target", "details", "clients / processes", "window", "calls/s", "vs raw capacity",
             "cores: server", "cores: other processes"]  # fmt: skip
     lines = [f"### {CPU_GROUP}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -178,12 +198,13 @@ def cpu_table(rows: Sequence[Row]) -> str:
             window += " **disturbed**"
         cells.append(window)
         cells.append(f"{row.rate:.1f}")
-        cells.append(f"{row.rate / raw.rate:.3f}×" if raw is not None and raw.rate else "—")
+        cells.append(fmt_cpu_ratio(row, raw))
         server = info.get("cpu_server") if not row.is_floor and info.get("impl") != "raw" else None
         cells.append(f"{server:.2f}" if server is not None else "—")
         cells.append(f"{info['cpu_other']:.2f}" if "cpu_other" in info else "—")
         lines.append("| " + " | ".join(cells) + " |")
     burn = rows[0].info.get("burn_iterations") if rows else None
+
     lines += [
         "",
         f"One window per row; each call (or raw burn) runs the same {burn} iteration pure-Python"
@@ -192,6 +213,13 @@ def cpu_table(rows: Sequence[Row]) -> str:
         " was measured again (up to 4 windows), and *disturbed* marks a row with no clean"
         " window.",
     ]
+    if windows:
+        lines += [
+            "",
+            "Raw-capacity windows in this run (burns/s, other processes' cores): "
+            + ", ".join(f"{rate:.1f} ({other:.2f})" for rate, other in windows)
+            + "; each *vs raw capacity* uses the highest measured before that row.",
+        ]
     return "\n".join(lines)
 
 
@@ -281,7 +309,9 @@ def target_checks(groups: dict[str, list[Row]]) -> str:
         if row is None or raw is None:
             cells.append("not run")
             continue
-        value = row.rate / raw.rate
+        capacity = cpu_capacity(row, raw)
+        assert capacity is not None
+        value = row.rate / capacity
         if not mode.startswith("pyroact-process"):
             cells.append(f"({value:.3f}×)")
             continue

@@ -5,7 +5,7 @@ One benchmark group, ``cpu-5ms``, measured in one run over windows of the same l
 * ``raw-capacity``: the machine's raw parallel capacity for the same work: ``os.cpu_count()``
   plain processes, each looping :func:`_cpuwork.burn` with no RPC; the figure is the burns
   completed in the window, per second, summed over the processes. This, not cores / 5 ms, is
-  the ceiling (two vCPUs of this VM give about 1.4 times one);
+  the ceiling (two vCPUs of a VM can give well under twice one core);
 * ``raw-1core``: the same with one process (what one core does), for scale;
 * ``pyroact-single``, ``pyroact-threaded``, ``pyroact-process``: 4 client *processes*, each
   with its own proxy to the server's ``burner`` object (an ``ObjBase``, replicated in the
@@ -20,8 +20,10 @@ window, connected and warmed up; the window starts when each gets ``GO`` and onl
 burns) that completed inside it count. The pytest process only waits. The timed op of each
 benchmark is the whole window (``rounds=1``); the figures are in ``extra_info``: ``calls_per_s``
 and, for the RPC rows, ``vs_raw_capacity`` = calls/s ÷ raw-capacity burns/s (the issue-4
-target for the process mode is at least 0.9). With ``--benchmark-disable`` the window is
-0.3 s instead of 3 s, so the file still runs in a few seconds.
+target for the process mode is at least 0.9). The raw capacity is measured again right before
+each process-mode row, and every ratio uses the highest raw figure of the run so far
+(``raw_capacity_per_s``; every raw window is in ``raw_windows``). With ``--benchmark-disable``
+the window is 0.3 s instead of 3 s, so the file still runs in a few seconds.
 
 The machine may be shared: before each window the test waits (up to 20 s) until other
 processes use less than 0.15 core, and it measures where the CPU went during the window
@@ -100,6 +102,7 @@ TARGETS = {
 
 # calls (or burns) per second measured so far in this run, by target name
 MEASURED: dict[str, float] = {}
+RAW_WINDOWS: list[tuple[float, float]] = []  # (burns/s, other processes' cores) per raw window
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -297,10 +300,17 @@ def measure(target: CpuTarget, server: ServerProcess | None, window: float,
     return sum(counts) / window, counts, cpu
 
 
-def raw_capacity(window: float) -> float:
-    """Raw-capacity burns/s of this run (measured now if its benchmark did not run first)."""
-    if "raw-capacity" not in MEASURED:
-        MEASURED["raw-capacity"], _, _ = measure(TARGETS["raw-capacity"], None, window)
+def raw_capacity(window: float, again: bool = False) -> float:
+    """The highest raw-capacity burns/s seen in this run.
+
+    Measured now if its benchmark did not run first, or when ``again``: the process-mode rows
+    measure it once more right before their own window, and the ratio uses the highest raw
+    figure of the run, so a raw window slowed by other work cannot flatter the ratio.
+    """
+    if "raw-capacity" not in MEASURED or again:
+        rate, _, cpu = measure(TARGETS["raw-capacity"], None, window)
+        RAW_WINDOWS.append((rate, cpu["other"]))
+        MEASURED["raw-capacity"] = max(rate, MEASURED.get("raw-capacity", 0.0))
     return MEASURED["raw-capacity"]
 
 
@@ -334,8 +344,12 @@ def test_cpu_5ms(benchmark: Any, server_pool: ServerPool, name: str) -> None:
         floor=name == "raw-capacity",
         loadavg_1m=os.getloadavg()[0],
     )
+    if name.startswith("pyroact-process") and not benchmark.disabled:
+        raw_capacity(window, again=True)
     rate, counts, cpu = measure(target, server, window, benchmark)
-    MEASURED[name] = rate
+    MEASURED[name] = max(rate, MEASURED.get(name, 0.0)) if name == "raw-capacity" else rate
+    if name == "raw-capacity":
+        RAW_WINDOWS.append((rate, cpu["other"]))
     info: dict[str, Any] = {"calls_per_s": rate, "counts": counts, "calls": sum(counts)}
     info.update({f"cpu_{key}": value for key, value in cpu.items()})
     line = (
@@ -349,7 +363,8 @@ def test_cpu_5ms(benchmark: Any, server_pool: ServerPool, name: str) -> None:
                                                    if cpu["disturbed"] else "")  # fmt: skip
     if target.kind != "raw":
         raw = raw_capacity(window)
-        info.update(raw_capacity_per_s=raw, vs_raw_capacity=rate / raw)
+        info.update(raw_capacity_per_s=raw, vs_raw_capacity=rate / raw,
+                    raw_windows=list(RAW_WINDOWS))  # fmt: skip
         line += f"; {rate / raw:.3f}× the raw capacity ({raw:.1f} burns/s)"
         if name.startswith("pyroact-process"):
             met = "met" if rate / raw >= TARGET_RATIO else "MISSED"

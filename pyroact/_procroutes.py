@@ -323,7 +323,7 @@ class ProcessRouter:
         seq = frame.seq
         daemon = self.daemon
 
-        def on_done(reply: Frame | None, error: BaseException | None) -> None:
+        def finish(reply: Frame | None, error: BaseException | None) -> None:
             try:
                 if oneway:
                     return
@@ -336,6 +336,12 @@ class ProcessRouter:
             finally:
                 if not background:
                     daemon.resume(conn)
+
+        def on_done(reply: Frame | None, error: BaseException | None) -> None:
+            # The link's reader thread must never block: not on a client that reads its
+            # replies slowly, nor on this link when resuming forwards the connection's next
+            # call. A call thread of the parent does both.
+            daemon.server.submit(lambda: finish(reply, error))
 
         return on_done
 

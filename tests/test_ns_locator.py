@@ -149,11 +149,11 @@ def test_authenticated_udp_shutdown_when_enabled() -> None:
             assert locator.sendSysCommand(wrong, "127.0.0.1", bcport) == "Shutdown request denied"
             good = shutdown_request("s3cret")
             assert locator.sendSysCommand(good, "127.0.0.1", bcport) == "Will shut down shortly"
-            assert started.daemon.mustShutdown
-            started.bcserver.shutdown_requested = False
-            assert locator.sendSysCommand(good, "127.0.0.1", bcport) == (
-                "Shutdown request denied"  # a replayed request
-            )
+            assert started.daemon.mustShutdown and started.bcserver.shutdown_requested
+        # The loop is stopping now; a replay of the same request is refused.
+        assert started.bcserver.process(good, ("127.0.0.1", 9)) == b"Shutdown request denied"
+        stale = b" ".join([b"shutdown", b"1.000", *good.split()[2:]])
+        assert started.bcserver.process(stale, ("127.0.0.1", 9)) == b"Shutdown request denied"
 
 
 def test_udp_shutdown_needs_an_identification() -> None:
