@@ -298,12 +298,12 @@ class ProcessRouter:
             key = self._connection_key(conn, handle)
         except (DaemonError, WorkerDiedError) as exc:
             if not oneway:
-                daemon.reply_error(conn, frame.seq, exc)
+                daemon.refuse(conn, frame.seq, exc, close=False)
             return
         background = oneway and daemon.config.PYRO_ONEWAY_THREADED
         if not background:
             daemon.pause(conn)
-        on_done = self._reply_handler(conn, frame, oneway, background)
+        on_done = self._reply_handler(conn, frame, oneway, background, label)
         try:
             handle.send_call(
                 frame.msg_type,
@@ -318,30 +318,33 @@ class ProcessRouter:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
 
     def _reply_handler(
-        self, conn: Any, frame: Frame, oneway: bool, background: bool
+        self, conn: Any, frame: Frame, oneway: bool, background: bool, label: str
     ) -> Callable[[Frame | None, BaseException | None], None]:
         seq = frame.seq
         daemon = self.daemon
 
-        def finish(reply: Frame | None, error: BaseException | None) -> None:
-            try:
-                if oneway:
-                    return
-                if error is not None or reply is None:
-                    daemon.reply_error(conn, seq, error or WorkerDiedError("no reply"))
-                else:
-                    daemon.reply(
-                        conn, reply.msg_type, seq, reply.payload, reply.buffers, reply.flags
-                    )
-            finally:
-                if not background:
-                    daemon.resume(conn)
+        def resume() -> None:
+            if not background:
+                daemon.resume(conn)
 
         def on_done(reply: Frame | None, error: BaseException | None) -> None:
-            # The link's reader thread must never block: not on a client that reads its
-            # replies slowly, nor on this link when resuming forwards the connection's next
-            # call. A call thread of the parent does both.
-            daemon.server.submit(lambda: finish(reply, error))
+            # Runs on the thread reading the worker's link, which must never block: the reply
+            # is written without waiting (a slow client gets the rest from a call thread).
+            if oneway:
+                if reply is not None and reply.msg_type == spec.MSG_EXCEPTION:
+                    # Not unpickled here: the parent never unpickles what user code made.
+                    log.warning("oneway call %s failed in its worker (see its log)", label)
+                elif error is not None:
+                    log.warning("oneway call %s failed: %s", label, error)
+                resume()
+                return
+            if error is not None or reply is None:
+                payload = serializer.dumps_exception(error or WorkerDiedError("no reply"), [])
+                daemon.reply_then(conn, spec.MSG_EXCEPTION, seq, payload, (), 0, resume)
+            else:
+                daemon.reply_then(
+                    conn, reply.msg_type, seq, reply.payload, reply.buffers, reply.flags, resume
+                )
 
         return on_done
 

@@ -106,8 +106,13 @@ class WorkerDaemon:
         """Tell the parent something (a ``ONEWAY`` control frame)."""
         self.send(encode_frame(spec.MSG_ONEWAY, method=name, payload=pickle.dumps(args, 5)))
 
+    def _send_later(self, segments: Sequence[Any]) -> None:
+        # The main thread only reads the link: if it blocked on a send while the parent blocked
+        # sending to it, both would wait forever. A pool thread sends instead.
+        self.pool.submit(lambda: self.send(segments))
+
     def _reply_exception(self, seq: int, exc: BaseException) -> None:
-        self.send(
+        self._send_later(
             encode_frame(spec.MSG_EXCEPTION, seq=seq, payload=serializer.dumps_exception(exc, []))
         )
 
@@ -284,7 +289,7 @@ class WorkerDaemon:
             self._reply_exception(frame.seq, exc)
             return
         payload, buffers, flags = serializer.dumps(result)
-        self.send(
+        self._send_later(
             encode_frame(
                 spec.MSG_REPLY, seq=frame.seq, payload=payload, buffers=buffers, flags=flags
             )

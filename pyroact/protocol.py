@@ -780,6 +780,8 @@ class TCPServer:
             sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
         )
         conn = TCPConnection(channel, addr)
+        # Set before the connection is visible to the I/O thread's expiry check.
+        conn.handshake_deadline = time.monotonic() + self.config.PYRO_HANDSHAKE_TIMEOUT
         with self._lock:
             self.connections[id(conn)] = conn
         try:
@@ -797,7 +799,6 @@ class TCPServer:
             log.warning("connection from %s failed during the handshake: %r", addr, exc)
             self.drop_connection(conn)
             return None
-        conn.handshake_deadline = time.monotonic() + self.config.PYRO_HANDSHAKE_TIMEOUT
         return conn
 
     def drop_connection(self, conn: TCPConnection) -> None:
@@ -928,6 +929,63 @@ class TCPServer:
             )
         except (ConnectionClosedError, RuntimeError):
             self.drop_connection(conn)
+
+    def reply_then(
+        self,
+        conn: TCPConnection,
+        msg_type: int,
+        seq: int,
+        payload: Any,
+        buffers: Sequence[Any],
+        flags: int,
+        then: Callable[[], None],
+    ) -> None:
+        """Send a reply without ever blocking the calling thread, then run ``then``.
+
+        What the client's socket takes at once is written here; if the client reads slowly,
+        the rest is written by a call thread (the connection's send lock is held until the
+        frame is complete, so nothing interleaves) and ``then`` runs after it. Process mode
+        uses this from the threads that read the worker links, which must never block.
+
+        Args:
+            conn: the connection.
+            msg_type: ``MSG_REPLY`` or ``MSG_EXCEPTION``.
+            seq: the request's sequence id.
+            payload: the reply payload.
+            buffers: out-of-band buffers.
+            flags: ``FLAG_*`` bits.
+            then: runs once the frame is sent (or the connection is gone).
+        """
+        lock = conn._send_lock
+        lock.acquire()
+        try:
+            segments = conn.sm.build(
+                msg_type, seq=seq, payload=payload, buffers=buffers, flags=flags
+            )
+            remaining = conn.channel.send_partial(segments)  # type: ignore[attr-defined]
+        except (ConnectionClosedError, RuntimeError):
+            lock.release()
+            self.drop_connection(conn)
+            then()
+            return
+        if not remaining:
+            lock.release()
+            then()
+            return
+
+        def finish() -> None:
+            failed = False
+            try:
+                conn.channel.send(remaining)
+            except ConnectionClosedError:
+                failed = True
+            finally:
+                lock.release()
+            if failed:
+                self.drop_connection(conn)
+            then()
+
+        self.server.submit(finish)
 
     def reply_error(
         self, conn: TCPConnection, seq: int, exc: BaseException, lines: Sequence[str] = ()

@@ -80,7 +80,11 @@ class ThreadedServer:
         """Hand a new connection to the I/O thread."""
         if self._epoll is not None:
             self._conns[conn.fd] = conn
-            self._epoll.register(conn.fd, _ONESHOT_READ)
+            try:
+                self._epoll.register(conn.fd, _ONESHOT_READ)
+            except OSError:
+                # Closed meanwhile (expired or refused): nothing to watch.
+                self._conns.pop(conn.fd, None)
         else:
             self._command("add", conn)
 

@@ -410,6 +410,32 @@ class ServerChannel(Channel):
             self.close()
             raise ConnectionClosedError(f"connection lost: {exc}") from None
 
+    def send_partial(self, segments: Sequence[Any]) -> list[Any]:
+        """Send what the socket takes now, without waiting.
+
+        Args:
+            segments: the encoded frame.
+
+        Returns:
+            What is left to send (empty when the frame went out whole).
+
+        Raises:
+            ConnectionClosedError: the channel is closed or the connection broke.
+        """
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        pending = list(segments)
+        try:
+            while pending:
+                sent = self.sock.sendmsg(pending[:_MAX_SEGMENTS], [], socket.MSG_DONTWAIT)
+                pending = _advance(pending, sent)
+        except (BlockingIOError, InterruptedError):
+            return pending
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+        return pending
+
     def _wait_writable(self, deadline: float | None) -> None:
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLOUT)
