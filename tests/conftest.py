@@ -56,29 +56,3 @@ def daemon(server_mode: str) -> Iterator[object]:
 
     with serving(server_mode) as d:
         yield d
-
-
-# -- the name server of the seed snippets ----------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _seed_name_server(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A name server for tests/test_seed_snippets.py, whose snippets call
-    ``NameServerLocator().getNS()`` as if one ran on the network.
-
-    It runs in memory on 127.0.0.1 (port 0, no discovery responder) and is found through
-    ``PYRO_NS_HOSTNAME``/``PYRO_NS_PORT``. It has the group ``:Default.persistent`` that the
-    connectPersistent snippet registers in (Pyro 3 requires the parent group to exist).
-    Other test modules are not affected.
-    """
-    if request.module.__name__ != "test_seed_snippets":
-        yield
-        return
-    from helpers import config_values
-    from servers.ns_helpers import running_ns
-
-    with running_ns("threaded", nobroadcast=True) as starter:
-        assert starter.daemon is not None and starter.nameserver is not None
-        starter.nameserver.createGroup(":Default.persistent")
-        with config_values(PYRO_NS_HOSTNAME="127.0.0.1", PYRO_NS_PORT=starter.daemon.port):
-            yield

@@ -35,6 +35,23 @@ pytestmark = pytest.mark.network
 Serve = Callable[..., pyroact.core.Daemon]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _seed_name_server() -> Iterator[None]:
+    """A name server for the snippets that call ``NameServerLocator().getNS()`` as if one ran
+    on the network: in memory on 127.0.0.1 (port 0, no discovery responder), found through
+    ``PYRO_NS_HOSTNAME``/``PYRO_NS_PORT``, with the group ``:Default.persistent`` that the
+    connectPersistent snippet registers in (Pyro 3 requires the parent group to exist).
+    """
+    from helpers import config_values
+    from servers.ns_helpers import running_ns
+
+    with running_ns("threaded", nobroadcast=True) as starter:
+        assert starter.daemon is not None and starter.nameserver is not None
+        starter.nameserver.createGroup(":Default.persistent")
+        with config_values(PYRO_NS_HOSTNAME="127.0.0.1", PYRO_NS_PORT=starter.daemon.port):
+            yield
+
+
 @pytest.fixture
 def serve() -> Iterator[Serve]:
     """``serve(mode=..., port=..., norange=...)``: a started daemon, shut down afterwards."""
