@@ -351,16 +351,6 @@ class Connection:
         if self.state != READY:
             raise RuntimeError(f"cannot send {spec.MSG_NAMES[msg_type]} in state {self.state}")
         session = self._session
-        if session is None:
-            return encode_frame(
-                msg_type,
-                flags=flags,
-                seq=seq,
-                object_id=object_id,
-                method=method,
-                payload=payload,
-                buffers=buffers,
-            )
         segments = encode_frame(
             msg_type,
             flags=flags,
@@ -369,10 +359,11 @@ class Connection:
             method=method,
             payload=payload,
             buffers=buffers,
-            mac_size=spec.MAC_SIZE,
+            mac_size=0 if session is None else spec.MAC_SIZE,
         )
-        segments.append(self._frame_mac(session, self.role, self._send_counter, segments))
-        self._send_counter += 1
+        if session is not None:
+            segments.append(self._frame_mac(session, self.role, self._send_counter, segments))
+            self._send_counter += 1
         return segments
 
     def check(self, frame: Frame) -> Frame:

@@ -196,24 +196,7 @@ class WorkerDaemon:
         while self._reap_age is not None:
             age = self._reap_age
             time.sleep(max(age / 5, 0.05))
-            cutoff = time.time() - age
-            with self._lock:
-                victims = [
-                    e
-                    for e in self.objects.values()
-                    if e.name is None
-                    and not e.persistent
-                    and e.mailbox.inflight == 0
-                    and e.obj.lastUsed < cutoff
-                ]
-                for entry in victims:
-                    del self.objects[entry.obj.GUID()]
-            for entry in victims:
-                entry.obj.setPyroDaemon(None)
-                try:
-                    entry.obj._gotReaped()
-                except Exception:
-                    log.exception("error in _gotReaped of %r", entry.obj)
+            for entry in core.reap_transients(self.objects, self._lock, age):
                 self.notify("unregistered", entry.obj.GUID())
 
     # -- serving -------------------------------------------------------------------------------

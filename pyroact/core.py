@@ -832,6 +832,41 @@ class _Entry:
         self.persistent = persistent
 
 
+def reap_transients(objects: dict[str, _Entry], lock: Any, age: float) -> list[_Entry]:
+    """Disconnect the idle transients of ``objects`` and call their ``_gotReaped``.
+
+    Named, persistent and busy objects are never reaped. The same rule serves the daemon and
+    process-mode workers.
+
+    Args:
+        objects: the registry (``guid -> entry``), changed in place under ``lock``.
+        lock: guards ``objects``.
+        age: seconds without a call after which a transient goes.
+
+    Returns:
+        The entries that were reaped.
+    """
+    cutoff = time.time() - age
+    with lock:
+        victims = [
+            e
+            for e in objects.values()
+            if e.name is None
+            and not e.persistent
+            and e.mailbox.inflight == 0
+            and e.obj.lastUsed < cutoff
+        ]
+        for entry in victims:
+            del objects[entry.obj.GUID()]
+    for entry in victims:
+        entry.obj.setPyroDaemon(None)
+        try:
+            entry.obj._gotReaped()
+        except Exception:
+            log.exception("error in _gotReaped of %r", entry.obj)
+    return victims
+
+
 class Daemon(TCPServer, ObjBase):
     """Serves ObjBase objects on one TCP port.
 
@@ -1225,24 +1260,7 @@ class Daemon(TCPServer, ObjBase):
         age = self._reap_age
         if age is None:
             return
-        cutoff = time.time() - age
-        with self._lock:
-            victims = [
-                e
-                for e in self.implementations.values()
-                if e.name is None
-                and not e.persistent
-                and e.mailbox.inflight == 0
-                and e.obj.lastUsed < cutoff
-            ]
-            for entry in victims:
-                del self.implementations[entry.obj.GUID()]
-        for entry in victims:
-            entry.obj.setPyroDaemon(None)
-            try:
-                entry.obj._gotReaped()
-            except Exception:
-                log.exception("error in _gotReaped of %r", entry.obj)
+        reap_transients(self.implementations, self._lock, age)
 
     def expire_connections(self, now: float) -> None:
         """Also runs the transient reaper (at a fifth of the reap age)."""

@@ -114,6 +114,10 @@ def getIPAddress(host: str | None = None) -> str | None:
         return None
 
 
+def _nothing() -> None:
+    pass
+
+
 class TCPConnection:
     """The server's view of one client connection; it is what ``tls.caller`` is.
 
@@ -923,12 +927,7 @@ class TCPServer:
         flags: int,
     ) -> None:
         """Send a REPLY or EXCEPTION frame; a connection that has gone is dropped quietly."""
-        try:
-            conn.send(
-                conn.sm.build(msg_type, seq=seq, payload=payload, buffers=buffers, flags=flags)
-            )
-        except (ConnectionClosedError, RuntimeError):
-            self.drop_connection(conn)
+        self.reply_then(conn, msg_type, seq, payload, buffers, flags, _nothing)
 
     def reply_then(
         self,

@@ -202,7 +202,7 @@ class Channel:
             self.peer: Any = sock.getpeername()
         except OSError:
             self.peer = None
-        sock.settimeout(timeout)
+        self._apply_timeout()
 
     @property
     def timeout(self) -> float | None:
@@ -213,7 +213,13 @@ class Channel:
     def timeout(self, value: float | None) -> None:
         self._timeout = value
         if not self.closed:
-            self.sock.settimeout(value)
+            self._apply_timeout()
+
+    def _apply_timeout(self) -> None:
+        self.sock.settimeout(self._timeout)
+
+    def _receive_into(self, target: memoryview) -> int:
+        return self.sock.recv_into(target)
 
     def fileno(self) -> int:
         """Return the socket's file descriptor (for selectors)."""
@@ -293,8 +299,9 @@ class Channel:
         if self.closed:
             raise ConnectionClosedError("connection lost: channel is closed")
         try:
-            target = self.decoder.get_buffer()
-            count = self.sock.recv_into(target)
+            count = self._receive_into(self.decoder.get_buffer())
+        except (BlockingIOError, InterruptedError):
+            return []
         except builtins.TimeoutError:
             self.close()
             raise TimeoutError("connection timeout receiving") from None
@@ -350,39 +357,12 @@ class ServerChannel(Channel):
     sends wait for writability themselves.
     """
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        *,
-        max_message_size: int = spec.DEFAULT_MAX_MESSAGE_SIZE,
-        timeout: float | None = None,
-    ) -> None:
-        super().__init__(sock, max_message_size=max_message_size, timeout=None)
-        self._timeout = timeout
+    def _apply_timeout(self) -> None:
+        # The timeout bounds sends only (see send); the socket itself never times out.
+        self.sock.settimeout(None)
 
-    @property
-    def timeout(self) -> float | None:
-        """The send timeout in seconds, or None."""
-        return self._timeout
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self._timeout = value
-
-    def _read_once(self) -> list[Frame]:
-        if self.closed:
-            raise ConnectionClosedError("connection lost: channel is closed")
-        try:
-            count = self.sock.recv_into(self.decoder.get_buffer(), 0, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError as exc:
-            self.close()
-            raise ConnectionClosedError(f"connection lost: {exc}") from None
-        if count == 0:
-            self.close()
-            raise ConnectionClosedError("connection lost")
-        return self.decoder.buffer_updated(count)
+    def _receive_into(self, target: memoryview) -> int:
+        return self.sock.recv_into(target, 0, socket.MSG_DONTWAIT)
 
     def send(self, segments: Sequence[Any]) -> None:
         """Send one frame, waiting for writability up to the timeout.
