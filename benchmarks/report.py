@@ -18,9 +18,16 @@ window of 4 clients (or, for ``raw-*``, plain processes) and its figure is calls
 (``extra_info["calls_per_s"]``); **vs raw capacity** divides it by the ``raw-capacity`` row
 (as many plain processes as cores looping the same burn function, no RPC, same window).
 
+The scaling groups (``scale-clients``, ``scale-payload``, from ``benchmarks/test_scaling.py``)
+are curves: one row per target, one column per point (``extra_info["curve"]``), calls/s (and,
+for payloads, MB/s) and the ratio to the floor and to Pyro5 at each point. ``idle-1000`` is the
+server's memory per idle connection and the ratio of a new client's latency with and without
+the idle connections.
+
 After the tables comes a check of the targets of issues 4 and 5 that this suite measures, per
-pyroact server mode. The chart needs matplotlib; without it ``--png`` prints a note and is
-skipped.
+pyroact server mode. The chart (``--png``) has four panels: each workload's speed as a ratio to
+the floor and to Pyro5 per pyroact mode (bars, with the targets marked), and the two scaling
+curves. It needs matplotlib; without it ``--png`` prints a note and is skipped.
 """
 
 from __future__ import annotations
@@ -40,10 +47,18 @@ GROUP_ORDER = [
     "echo-1MiB",
     "echo-16MiB",
     "clients-8",
+    "clients-64",
     "connect",
+    "connect-ident",
     "cpu-5ms",
+    "scale-clients",
+    "scale-payload",
+    "idle-1000",
 ]
 CPU_GROUP = "cpu-5ms"
+CURVE_GROUPS = ("scale-clients", "scale-payload")
+IDLE_GROUP = "idle-1000"
+SPECIAL_GROUPS = (CPU_GROUP, *CURVE_GROUPS, IDLE_GROUP)
 MODE_ORDER = ["pyroact-single", "pyroact-threaded", "pyroact-process", "pyroact-process-sync"]
 
 
@@ -223,9 +238,103 @@ def cpu_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def size_label(size: float) -> str:
+    size = int(size)
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift:
+            return f"{size >> shift} {unit}"
+    return f"{size} B"
+
+
+def curve(row: Row) -> dict[float, list[float]]:
+    """A scaling row's points: x → [calls/s, ...]."""
+    return {float(p[0]): [float(v) for v in p[1:]] for p in row.info.get("curve", [])}
+
+
+def curve_table(name: str, rows: Sequence[Row]) -> str:
+    """A scaling group: calls/s per point, and the ratio to the floor and to Pyro5 per point."""
+    floor, pyro5 = reference(rows, "floor"), reference(rows, "pyro5")
+    rows = sorted(rows, key=lambda r: (r.info.get("impl") != "pyroact", r.name))
+    xs = sorted({x for r in rows for x in curve(r)})
+    payload = name == "scale-payload"
+    label = size_label if payload else (lambda x: f"{int(x)}")
+    head = ["target", "figure", *(label(x) for x in xs)]
+    what = "payload size" if payload else "concurrent clients"
+    lines = [f"### {name}", "", f"Calls/s against the {what}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for row in rows:
+        points = curve(row)
+        bold = f"**{row.name}**" if row.info.get("impl") == "pyroact" else row.name
+        cells = [bold, "calls/s", *(fmt_rate(points[x][0]) if x in points else "—" for x in xs)]
+        lines.append("| " + " | ".join(cells) + " |")
+        if payload:
+            cells = ["", "MB/s"] + [
+                f"{points[x][1]:.3g}" if x in points and len(points[x]) > 1 else "—" for x in xs
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        if row.info.get("impl") != "pyroact":
+            continue
+        for ref, text in ((floor, "vs floor"), (pyro5, "vs Pyro5")):
+            if ref is None:
+                continue
+            refpoints = curve(ref)
+            cells = ["", text] + [
+                fmt_ratio(points[x][0] / refpoints[x][0])
+                if x in points and x in refpoints and refpoints[x][0]
+                else "—"
+                for x in xs
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        info = rows[0].info
+        if payload:
+            lines += ["", f"Each point: about {info.get('payload_bytes', 0) >> 20} MiB echoed "
+                          "(3 to 200 echoes) after one warm-up echo, on a new connection."]
+        else:
+            lines += ["", f"Each point: the best of {info.get('point_repeats', '?')} batches of "
+                          f"{info.get('point_calls', '?')} small calls split between the clients "
+                          "(threads of one client process, each with its own connection), after "
+                          "a warm-up batch."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def idle_table(rows: Sequence[Row]) -> str:
+    """Server memory per idle connection and a new client's latency with them open."""
+    head = ["target", "idle connections", "server RSS before → after", "KiB / connection",
+            "with workers", "threads added", "connect+call: with / without",
+            "small call: with / without"]  # fmt: skip
+    lines = [f"### {IDLE_GROUP}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in sorted(rows, key=lambda r: MODE_ORDER.index(r.name) if r.name in MODE_ORDER else 9):
+        i = row.info
+        if "kib_per_connection" not in i:
+            continue
+        cells = [
+            f"**{row.name}**",
+            str(i["idle_connections"]),
+            f"{i['before']['rss_kib'] / 1024:.1f} → {i['after']['rss_kib'] / 1024:.1f} MiB",
+            f"{i['kib_per_connection']:.1f}",
+            f"{i['tree_kib_per_connection']:.1f} ({i['after']['processes']} processes)",
+            str(i["threads_added"]),
+            f"{i['connect_ratio']:.2f}× ({fmt_time(i['connect_idle_s'])} / "
+            f"{fmt_time(i['connect_base_s'])})",
+            f"{i['call_ratio']:.2f}× ({fmt_time(i['call_idle_s'])} / "
+            f"{fmt_time(i['call_base_s'])})",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "RSS from `/proc/<pid>/status` (VmRSS) of a fresh server, before and after "
+                  "opening the idle connections (each proxy made one call); latencies are "
+                  "medians, *without* the mean of the medians measured before opening and "
+                  "after closing them."]  # fmt: skip
+    return "\n".join(lines)
+
+
 def group_table(name: str, rows: Sequence[Row], stat: str) -> str:
     if name == CPU_GROUP:
         return cpu_table(rows)
+    if name in CURVE_GROUPS:
+        return curve_table(name, rows)
+    if name == IDLE_GROUP:
+        return idle_table(rows)
     floor, pyro5 = reference(rows, "floor"), reference(rows, "pyro5")
     multi = any(r.calls > 1 for r in rows)
     head = ["target", "details", f"{stat} / op", "ops/s"]
@@ -276,7 +385,11 @@ def target_checks(groups: dict[str, list[Row]]) -> str:
         ("1 MiB echo ≥ 0.5× raw echo", "echo-1MiB", "floor", 0.5),
         ("1 MiB echo ≥ 20× Pyro5", "echo-1MiB", "pyro5", 20.0),
         ("8 clients ≥ 2× Pyro5", "clients-8", "pyro5", 2.0),
+        ("64 clients ≥ 2× Pyro5 (the 8-client target, applied to 64)", "clients-64", "pyro5",
+         2.0),
         ("connect + first call ≥ 1.2× Pyro5", "connect", "pyro5", 1.2),
+        ("connect + first call with identification ≥ 1.2× Pyro5", "connect-ident", "pyro5",
+         1.2),
     ]
     head = ["target (issues 4, 5)", *modes]
     lines = ["### targets", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -330,6 +443,26 @@ def target_checks(groups: dict[str, list[Row]]) -> str:
         cells.append(f"{'met' if value <= 2 else 'MISSED'} ({text})" if mode == "pyroact-process"
                      else f"({text})")  # fmt: skip
     lines.append("| " + " | ".join(cells) + " |")
+    # Idle connections: memory per connection, and a new client not slowed by them.
+    idle_checks = [
+        ("server memory per idle connection < 64 KiB", "kib_per_connection", "KiB", 64.0),
+        ("1,000 idle connections: new client's connect+call not slower (≤ 1.2×)",
+         "connect_ratio", "×", 1.2),
+        ("1,000 idle connections: new client's small call not slower (≤ 1.2×)",
+         "call_ratio", "×", 1.2),
+    ]
+    for text, key, unit, limit in idle_checks:
+        cells = [text]
+        for mode in modes:
+            row = _find(groups, IDLE_GROUP, mode)
+            if row is None or key not in row.info:
+                cells.append("not run")
+                continue
+            value = float(row.info[key])
+            shown = f"{value:.1f} KiB" if unit == "KiB" else f"{value:.2f}×"
+            ok = value < limit if unit == "KiB" else value <= limit
+            cells.append(f"{'met' if ok else 'MISSED'} ({shown})")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -363,8 +496,49 @@ def render(doc: dict[str, Any], rows: Sequence[Row], stat: str = "mean") -> str:
     return "\n".join(out)
 
 
+# Targets drawn on the chart: (group, reference) → minimum ratio.
+CHART_TARGETS = {
+    ("call-small", "floor"): 0.6,
+    ("echo-1MiB", "floor"): 0.5,
+    ("cpu-5ms", "floor"): 0.9,
+    ("call-small", "pyro5"): 2.5,
+    ("oneway", "pyro5"): 20.0,
+    ("echo-1MiB", "pyro5"): 20.0,
+    ("clients-8", "pyro5"): 2.0,
+    ("connect", "pyro5"): 1.2,
+    ("connect-ident", "pyro5"): 1.2,
+}
+CHART_MODES = ["pyroact-single", "pyroact-threaded", "pyroact-process"]
+
+
+def chart_ratios(groups: dict[str, list[Row]], which: str) -> tuple[list[str], list[list[float]]]:
+    """Workloads with a ``which`` reference, and per pyroact mode its speed ratio in each."""
+    names: list[str] = []
+    values: list[list[float]] = [[] for _ in CHART_MODES]
+    for name, group_rows in groups.items():
+        if name in CURVE_GROUPS or name == IDLE_GROUP:
+            continue
+        ref = reference(group_rows, which)
+        if ref is None or (name == CPU_GROUP and which != "floor"):
+            continue
+        names.append(name)
+        for i, mode in enumerate(CHART_MODES):
+            row = _find(groups, name, mode)
+            if row is None:
+                values[i].append(float("nan"))
+            elif name == CPU_GROUP:
+                capacity = cpu_capacity(row, ref)
+                values[i].append(row.rate / capacity if capacity else float("nan"))
+            else:
+                values[i].append(ref.time / row.time)
+    return names, values
+
+
 def chart(rows: Sequence[Row], path: str) -> bool:
-    """A bar chart of each figure's speed against the floor (or Pyro5); False without matplotlib."""
+    """Ratio bars (vs floor, vs Pyro5) per pyroact mode and the two scaling curves.
+
+    Returns False without matplotlib.
+    """
     try:
         import matplotlib
 
@@ -372,26 +546,62 @@ def chart(rows: Sequence[Row], path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    groups = {
-        g: r for g, r in by_group(rows).items() if reference(r, "floor") or reference(r, "pyro5")
-    }
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 1.2 + 0.45 * len(rows)), squeeze=False)
-    for ax, (name, group_rows) in zip(axes[:, 0], groups.items(), strict=True):
-        floor = reference(group_rows, "floor")
-        ref = floor or reference(group_rows, "pyro5")
-        assert ref is not None
-        if name == CPU_GROUP:  # calls/s against the raw parallel capacity
-            values = [r.rate / ref.rate for r in group_rows]
-        else:
-            values = [ref.time / r.time for r in group_rows]
-        ax.barh([r.name for r in group_rows], values)
-        ax.axvline(1.0, color="grey", linewidth=0.8)
-        against = "raw capacity" if name == CPU_GROUP else "raw floor" if floor else "Pyro5"
-        ax.set_title(f"{name}: speed vs {against}", fontsize=9)
-        ax.invert_yaxis()
+    groups = by_group(rows)
+    for group_rows in groups.values():  # the CPU rows' capacity needs every raw window
+        raw = reference(group_rows, "floor")
+        if raw is not None and group_rows[0].group == CPU_GROUP:
+            raw.info["all_raw_windows"] = max(
+                (r.info.get("raw_windows", []) for r in group_rows), key=len, default=[]
+            )
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c"]
+    panels = ((axes[0][0], "floor", "speed ÷ raw floor (cpu-5ms: ÷ raw parallel capacity)"),
+              (axes[0][1], "pyro5", "speed ÷ Pyro5 (default configuration)"))  # fmt: skip
+    for ax, which, title in panels:
+        names, values = chart_ratios(groups, which)
+        width = 0.8 / len(CHART_MODES)
+        for i, mode in enumerate(CHART_MODES):
+            xs = [k + (i - 1) * width for k in range(len(names))]
+            ax.bar(xs, values[i], width, label=mode.replace("pyroact-", ""), color=colors[i])
+        for k, name in enumerate(names):
+            target = CHART_TARGETS.get((name, which))
+            if target is not None:
+                ax.hlines(target, k - 0.45, k + 0.45, colors="red", linewidth=2)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+        ax.set_title(title + "; red: target", fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8, title="pyroact mode", title_fontsize=8)
+    curve_panels = ((axes[1][0], "scale-clients", "concurrent clients"),
+                    (axes[1][1], "scale-payload", "echo payload (bytes)"))  # fmt: skip
+    for ax, name, xlabel in curve_panels:
+        group_rows = sorted(groups.get(name, []), key=lambda r: r.name)
+        styles = {"pyroact-single": colors[0], "pyroact-threaded": colors[1],
+                  "pyroact-process": colors[2], "raw": "black", "pyro5": "grey"}  # fmt: skip
+        for row in group_rows:
+            points = sorted(curve(row).items())
+            if not points:
+                continue
+            ax.plot([x for x, _ in points], [v[0] for _, v in points], marker="o", markersize=3,
+                    label=row.name, color=styles.get(row.name),
+                    linestyle="--" if row.info.get("impl") != "pyroact" else "-")  # fmt: skip
+        ax.set_xscale("log", base=2 if name == "scale-clients" else 10)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel("calls/s", fontsize=8)
+        ax.set_title(f"{name}: calls/s", fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.grid(which="both", alpha=0.3)
+        if group_rows:
+            ax.legend(fontsize=7)
+        if name == "scale-clients":
+            ax.set_xticks(sorted({x for r in group_rows for x in curve(r)}))
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return True
 

@@ -7,9 +7,16 @@ pyroact modes (single, threaded, process), the floor and the peers side by side:
 * ``call-small``: ``add(1, 2)``, one synchronous call per op (floor: a 60-byte ping-pong);
 * ``oneway``: 100 oneway ``notify`` calls and one synchronous ``count()`` per op;
 * ``echo-1KiB`` ... ``echo-16MiB``: ``echo(data)`` of that many bytes (floor: a plain echo);
-* ``clients-8``: 8 threads, each with its own proxy, making ``CLIENT_CALLS`` small calls each;
-  one op is the whole batch, so ``extra_info["calls"]`` gives the aggregate calls/s;
-* ``connect``: a new proxy, its first small call, and closing it.
+* ``clients-8``, ``clients-64``: 8 (64) threads, each with its own proxy, making
+  ``CLIENT_CALLS[n]`` small calls each; one op is the whole batch, so ``extra_info["calls"]``
+  gives the aggregate calls/s;
+* ``connect``: a new proxy, its first small call, and closing it;
+* ``connect-ident``: the same against a server that requires a passphrase
+  (``setAllowedIdentifications(["secret"])``; the client ``_setIdentification("secret")``); for
+  Pyro5, which has no HMAC key any more, a daemon whose ``validateHandshake`` checks the
+  proxy's ``_pyroHandshake``. The floor row is the plain raw connect.
+
+The scaling curves and the idle-connection workload are in ``test_scaling.py``.
 
 In the process mode (``os.cpu_count()`` workers) the object is *replicated*: each call goes to the
 least-loaded worker. The oneway workload is the exception: it uses the server's *pinned*
@@ -41,8 +48,8 @@ from benchmarks._servers import ServerPool, ServerProcess
 ENGINE = pyroact.wire.IMPLEMENTATION
 SMALL_SIZE = 60  # bytes of the raw ping-pong: about a pyroact small-call frame
 ONEWAY_BURST = 100
-CLIENTS = 8
-CLIENT_CALLS = 50  # small calls per client per op in clients-8
+CLIENT_CALLS = {8: 50, 64: 10}  # small calls per client per op in clients-8 and clients-64
+PASSPHRASE = "secret"
 ECHO_SIZES = {"1KiB": 1 << 10, "64KiB": 64 << 10, "1MiB": 1 << 20, "16MiB": 16 << 20}
 # (rounds, iterations) per echo size; kept small so slow peers stay bounded.
 ECHO_COUNTS = {"1KiB": (15, 40), "64KiB": (15, 10), "1MiB": (10, 3), "16MiB": (4, 1)}
@@ -73,7 +80,8 @@ class PyroactClient:
     ``name``: another object of the server, by ``PYROLOC`` (resolved once, on connect).
     """
 
-    def __init__(self, server: ServerProcess, size: int, name: str | None = None) -> None:
+    def __init__(self, server: ServerProcess, size: int, name: str | None = None,
+                 ident: str | None = None) -> None:  # fmt: skip
         from pyroact.core import getProxyForURI
 
         if name is None:
@@ -83,6 +91,8 @@ class PyroactClient:
             uri = f"PYROLOC://{host}:{port}/{name}"
         self.proxy = getProxyForURI(uri)
         self.proxy._setOneway("notify")
+        if ident is not None:
+            self.proxy._setIdentification(ident)
 
     def call(self) -> Any:
         return self.proxy.add(1, 2)
@@ -139,12 +149,15 @@ class RawClient:
 class Pyro5Client:
     """A ``Pyro5.api.Proxy`` with Pyro5's default configuration, or another serializer."""
 
-    def __init__(self, server: ServerProcess, size: int, serializer: str | None = None) -> None:
+    def __init__(self, server: ServerProcess, size: int, serializer: str | None = None,
+                 handshake: str | None = None) -> None:  # fmt: skip
         import Pyro5.api
 
         self.proxy = Pyro5.api.Proxy(server.address)
         if serializer is not None:
             self.proxy._pyroSerializer = serializer
+        if handshake is not None:
+            self.proxy._pyroHandshake = handshake
 
     def call(self) -> Any:
         return self.proxy.add(1, 2)
@@ -421,12 +434,22 @@ class ClientGang:
             thread.join(timeout=30)
 
 
-@pytest.mark.parametrize("name", targets(*PYROACT, "raw", "pyro5"))
-def test_clients_8(benchmark: Any, server_pool: ServerPool, name: str) -> None:
+def gang_params() -> list[Any]:
+    params = []
+    for count in CLIENT_CALLS:
+        for param in targets(*PYROACT, "raw", "pyro5"):
+            params.append(pytest.param(*param.values, count, id=f"{param.id}-{count}",
+                                       marks=param.marks))  # fmt: skip
+    return params
+
+
+@pytest.mark.parametrize(("name", "count"), gang_params())
+def test_clients(benchmark: Any, server_pool: ServerPool, name: str, count: int) -> None:
     target = TARGETS[name]
-    gang = ClientGang(target, serve(server_pool, target), CLIENTS, CLIENT_CALLS)
+    calls = CLIENT_CALLS[count]
+    gang = ClientGang(target, serve(server_pool, target), count, calls)
     try:
-        prepare(benchmark, target, f"clients-{CLIENTS}", CLIENTS * CLIENT_CALLS, clients=CLIENTS)
+        prepare(benchmark, target, f"clients-{count}", count * calls, clients=count)
         benchmark.pedantic(gang.run, rounds=6, iterations=1, warmup_rounds=1)
     finally:
         gang.close()
@@ -448,3 +471,44 @@ def test_connect(benchmark: Any, server_pool: ServerPool, name: str) -> None:
     prepare(benchmark, target, "connect", 1)
     first = benchmark.pedantic(connect_and_call, rounds=25, iterations=1, warmup_rounds=1)
     assert first == 3 or (target.impl == "raw" and len(first) == SMALL_SIZE)
+
+
+def ident_client(target: Target) -> tuple[tuple[str, ...], Callable[[ServerProcess], Client]]:
+    """The server (script and arguments) and client factory of ``target`` with a passphrase."""
+    if target.impl == "pyroact":
+        return (*target.server, "--ident", PASSPHRASE), lambda s: PyroactClient(
+            s, SMALL_SIZE, ident=PASSPHRASE
+        )
+    if target.impl == "pyro5":
+        return (*target.server, "--ident", PASSPHRASE), lambda s: Pyro5Client(
+            s, SMALL_SIZE, handshake=PASSPHRASE
+        )
+    return target.server, target.connect  # the floor: no identification
+
+
+@pytest.mark.parametrize("name", targets(*PYROACT, "raw", "pyro5"))
+def test_connect_ident(benchmark: Any, server_pool: ServerPool, name: str) -> None:
+    target = TARGETS[name]
+    script, factory = ident_client(target)
+    server = server_pool.get(*script)
+
+    def connect_and_call() -> Any:
+        client = factory(server)
+        try:
+            return client.call()
+        finally:
+            client.close()
+
+    prepare(benchmark, target, "connect-ident", 1,
+            identification=target.impl in ("pyroact", "pyro5"))  # fmt: skip
+    first = benchmark.pedantic(connect_and_call, rounds=25, iterations=1, warmup_rounds=1)
+    assert first == 3 or (target.impl == "raw" and len(first) == SMALL_SIZE)
+    if target.impl == "pyroact":  # the passphrase is really required
+        from pyroact.errors import ConnectionDeniedError
+
+        refused = target.connect(server)
+        try:
+            with pytest.raises(ConnectionDeniedError):
+                refused.call()
+        finally:
+            refused.close()

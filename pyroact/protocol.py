@@ -672,7 +672,7 @@ class TCPServer:
         self.newConnValidator.setAllowedIdentifications(ids)
 
     def setNewConnectionValidator(self, validator: DefaultConnValidator) -> None:
-        """Replace the connection validator.
+        """Replace the connection validator (identifications set before are kept).
 
         Args:
             validator: a DefaultConnValidator (subclass) instance.
@@ -682,6 +682,10 @@ class TCPServer:
         """
         if not isinstance(validator, DefaultConnValidator):
             raise TypeError("validator must be a DefaultConnValidator instance")
+        # Identifications set earlier stay in force: replacing the validator must not silently
+        # open a protected daemon.
+        if validator._allowed is None:
+            validator._allowed = self.newConnValidator.getAllowedIdentifications()
         self.newConnValidator = validator
 
     def getNewConnectionValidator(self) -> DefaultConnValidator:

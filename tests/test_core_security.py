@@ -319,3 +319,22 @@ def test_proxy_side_connection_validator_makes_the_token(daemon: Daemon) -> None
     proxy._setIdentification("s3cret")
     assert proxy.echo(2) == 2
     proxy._release()
+
+
+def test_replacing_the_validator_keeps_the_identifications_set_before() -> None:
+    from pyroact.core import getProxyForURI
+    from pyroact.errors import ConnectionDeniedError
+    from pyroact.protocol import DefaultConnValidator
+
+    # The order that used to open the daemon again: identifications, then a new validator.
+    with serving("threaded") as daemon:
+        daemon.setAllowedIdentifications(["secret"])
+        daemon.setNewConnectionValidator(DefaultConnValidator())
+        uri = daemon.connect(Echo())
+        anonymous = getProxyForURI(uri)
+        with pytest.raises(ConnectionDeniedError):
+            anonymous.echo(1)
+        known = getProxyForURI(uri)
+        known._setIdentification("secret")
+        assert known.echo(2) == 2
+        known._release()

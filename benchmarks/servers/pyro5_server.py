@@ -1,5 +1,12 @@
 """Serves the Pyro5 benchmark object with Pyro5's default configuration: ``python pyro5_server.py``.
 
+``python pyro5_server.py --ident PASSPHRASE``: the same, but the daemon refuses a connection
+whose handshake data is not ``PASSPHRASE`` (``Daemon.validateHandshake``; the client sets
+``proxy._pyroHandshake``). Pyro5 5.x has no HMAC key any more (Pyro4's ``_pyroHmacKey`` is
+gone); the handshake is its documented hook for authenticating a connection, so this is the
+closest equivalent of pyroact's ``setAllowedIdentifications`` (it sends the passphrase in clear,
+where pyroact answers a challenge with an HMAC).
+
 The client chooses the serializer; the daemon accepts every one Pyro5 ships (serpent, marshal,
 json, msgpack if installed), so one server process serves both the default and the marshal runs.
 Objects: ``bench`` (announced) and ``burner`` (``PYRO:burner@host:port``: ``burn()``, the 5 ms
@@ -8,9 +15,11 @@ CPU workload of ``_cpuwork.py``), both on Pyro5's default thread-pool server.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import Pyro5.api
+import Pyro5.errors
 import serpent
 from _common import announce, watch_parent
 from _cpuwork import burn
@@ -47,9 +56,26 @@ class Burner:
         return burn()
 
 
+class IdentDaemon(Pyro5.api.Daemon):
+    """A daemon that accepts a connection only with the right handshake data."""
+
+    def __init__(self, passphrase: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.passphrase = passphrase
+
+    def validateHandshake(self, conn: Any, data: Any) -> Any:
+        if data != self.passphrase:
+            raise Pyro5.errors.SecurityError("wrong passphrase")
+        return "hello"
+
+
 def main() -> None:
     watch_parent()
-    daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
+    if "--ident" in sys.argv:
+        passphrase = sys.argv[sys.argv.index("--ident") + 1]
+        daemon: Pyro5.api.Daemon = IdentDaemon(passphrase, host="127.0.0.1", port=0)
+    else:
+        daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
     uri = daemon.register(Bench(), "bench")
     daemon.register(Burner, "burner")  # a class: Pyro5 makes an instance per session
     announce(str(uri))
