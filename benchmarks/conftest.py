@@ -35,8 +35,7 @@ def server_pool(request: pytest.FixtureRequest) -> ServerPool:
 def _measuring(config: pytest.Config) -> bool:
     opt = config.option
     return not any(
-        getattr(opt, name, False)
-        for name in ("benchmark_disable", "benchmark_skip", "collectonly")
+        getattr(opt, name, False) for name in ("benchmark_disable", "benchmark_skip", "collectonly")
     ) and config.pluginmanager.hasplugin("benchmark")
 
 

@@ -254,7 +254,9 @@ def curve(row: Row) -> dict[float, list[float]]:
 def curve_table(name: str, rows: Sequence[Row]) -> str:
     """A scaling group: calls/s per point, and the ratio to the floor and to Pyro5 per point."""
     floor, pyro5 = reference(rows, "floor"), reference(rows, "pyro5")
-    rows = sorted(rows, key=lambda r: (r.info.get("impl") != "pyroact", r.name))
+    order = {name: i for i, name in enumerate(MODE_ORDER)}
+    rows = sorted(rows, key=lambda r: (r.info.get("impl") != "pyroact", order.get(r.name, 9),
+                                       r.name))  # fmt: skip
     xs = sorted({x for r in rows for x in curve(r)})
     payload = name == "scale-payload"
     label = size_label if payload else (lambda x: f"{int(x)}")
@@ -288,8 +290,11 @@ def curve_table(name: str, rows: Sequence[Row]) -> str:
     if rows:
         info = rows[0].info
         if payload:
-            lines += ["", f"Each point: about {info.get('payload_bytes', 0) >> 20} MiB echoed "
-                          "(3 to 200 echoes) after one warm-up echo, on a new connection."]
+            lines += [
+                "",
+                f"Each point: about {info.get('payload_bytes', 0) >> 20} MiB echoed "
+                "(3 to 200 echoes) after one warm-up echo, on a new connection.",
+            ]
         else:
             lines += ["", f"Each point: the best of {info.get('point_repeats', '?')} batches of "
                           f"{info.get('point_calls', '?')} small calls split between the clients "
@@ -313,18 +318,19 @@ def idle_table(rows: Sequence[Row]) -> str:
             str(i["idle_connections"]),
             f"{i['before']['rss_kib'] / 1024:.1f} → {i['after']['rss_kib'] / 1024:.1f} MiB",
             f"{i['kib_per_connection']:.1f}",
-            f"{i['tree_kib_per_connection']:.1f} ({i['after']['processes']} processes)",
+            f"{i['tree_kib_per_connection']:.1f} ({i['after']['processes']} process"
+            f"{'es' if i['after']['processes'] > 1 else ''})",
             str(i["threads_added"]),
             f"{i['connect_ratio']:.2f}× ({fmt_time(i['connect_idle_s'])} / "
             f"{fmt_time(i['connect_base_s'])})",
-            f"{i['call_ratio']:.2f}× ({fmt_time(i['call_idle_s'])} / "
-            f"{fmt_time(i['call_base_s'])})",
+            f"{i['call_ratio']:.2f}× ({fmt_time(i['call_idle_s'])} / {fmt_time(i['call_base_s'])})",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "RSS from `/proc/<pid>/status` (VmRSS) of a fresh server, before and after "
-                  "opening the idle connections (each proxy made one call); latencies are "
-                  "medians, *without* the mean of the medians measured before opening and "
-                  "after closing them."]  # fmt: skip
+                  "a helper process opened the idle connections (each proxy made one call); "
+                  "the latencies are medians of a new client's measurements on that server "
+                  "(*with*) and on an identical fresh server with no idle connection "
+                  "(*without*), interleaved."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -385,11 +391,9 @@ def target_checks(groups: dict[str, list[Row]]) -> str:
         ("1 MiB echo ≥ 0.5× raw echo", "echo-1MiB", "floor", 0.5),
         ("1 MiB echo ≥ 20× Pyro5", "echo-1MiB", "pyro5", 20.0),
         ("8 clients ≥ 2× Pyro5", "clients-8", "pyro5", 2.0),
-        ("64 clients ≥ 2× Pyro5 (the 8-client target, applied to 64)", "clients-64", "pyro5",
-         2.0),
+        ("64 clients ≥ 2× Pyro5 (the 8-client target, applied to 64)", "clients-64", "pyro5", 2.0),
         ("connect + first call ≥ 1.2× Pyro5", "connect", "pyro5", 1.2),
-        ("connect + first call with identification ≥ 1.2× Pyro5", "connect-ident", "pyro5",
-         1.2),
+        ("connect + first call with identification ≥ 1.2× Pyro5", "connect-ident", "pyro5", 1.2),
     ]
     head = ["target (issues 4, 5)", *modes]
     lines = ["### targets", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -446,10 +450,18 @@ def target_checks(groups: dict[str, list[Row]]) -> str:
     # Idle connections: memory per connection, and a new client not slowed by them.
     idle_checks = [
         ("server memory per idle connection < 64 KiB", "kib_per_connection", "KiB", 64.0),
-        ("1,000 idle connections: new client's connect+call not slower (≤ 1.2×)",
-         "connect_ratio", "×", 1.2),
-        ("1,000 idle connections: new client's small call not slower (≤ 1.2×)",
-         "call_ratio", "×", 1.2),
+        (
+            "1,000 idle connections: new client's connect+call not slower (≤ 1.2×)",
+            "connect_ratio",
+            "×",
+            1.2,
+        ),
+        (
+            "1,000 idle connections: new client's small call not slower (≤ 1.2×)",
+            "call_ratio",
+            "×",
+            1.2,
+        ),
     ]
     for text, key, unit, limit in idle_checks:
         cells = [text]
@@ -569,6 +581,10 @@ def chart(rows: Sequence[Row], path: str) -> bool:
                 ax.hlines(target, k - 0.45, k + 0.45, colors="red", linewidth=2)
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_yscale("log")
+        ticks = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+        ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g×"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
         ax.set_title(title + "; red: target", fontsize=9)

@@ -8,12 +8,12 @@
 * ``scale-payload``: echo calls/s (and MB/s) against the payload size, 64 B to 16 MiB in steps
   of 4×, per pyroact mode, for the raw floor and for Pyro5 (default configuration, serpent).
   Each point is a fixed number of echoes bounded by bytes (:func:`echo_count`).
-* ``idle-1000``: a fresh server per pyroact mode. The server's resident memory
+* ``idle-1000``: two fresh, identical servers per pyroact mode. The first one's resident memory
   (``/proc/<pid>/status`` ``VmRSS``; in the process mode the parent's, and the parent's plus its
-  workers') is read before and after opening :data:`IDLE` idle connections (each proxy made one
-  call, so its handshake completed), and a new client's connect + first call and its small-call
-  latency are measured with no idle connection, with the idle connections open, and again
-  after they were closed (the "without" figure is the mean of the two medians either side).
+  workers') is read before and after a helper process opened :data:`IDLE` idle connections to
+  it (each proxy made one call, so its handshake completed); then a new client's connect +
+  first call and its small-call latency are measured on both servers, interleaved, and
+  compared (median with the idle connections ÷ median without).
 
 The op each benchmark times is the whole sweep (``rounds=1``); the points are in
 ``extra_info["curve"]`` (``[x, calls/s]`` pairs; ``"mb_s"`` too for payloads), and the idle
@@ -28,7 +28,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pytest
@@ -64,7 +64,7 @@ def size_name(size: int) -> str:
     return f"{size} B"
 
 
-@lru_cache(maxsize=None)
+@cache
 def payload(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
@@ -150,8 +150,10 @@ def test_scale_payload(benchmark: Any, server_pool: ServerPool, name: str) -> No
             payload_bytes=PAYLOAD_BYTES)  # fmt: skip
     benchmark.pedantic(sweep, rounds=1, iterations=1)
     benchmark.extra_info["curve"] = curve
-    print(f"\n[scale-payload] {name}: "
-          + ", ".join(f"{size_name(int(s))}: {r:.0f}/s {mb:.0f} MB/s" for s, r, mb in curve))
+    print(
+        f"\n[scale-payload] {name}: "
+        + ", ".join(f"{size_name(int(s))}: {r:.0f}/s {mb:.0f} MB/s" for s, r, mb in curve)
+    )
     assert len(curve) == len(PAYLOAD_SIZES)
 
 
@@ -207,81 +209,99 @@ def settle(pid: int, seconds: float = 0.3, limit: float = 5.0) -> dict[str, int]
     return last
 
 
-def latencies(connect: Callable[[], Client], connects: int, calls: int) -> tuple[float, float]:
-    """Median seconds of a new client's connect + first call + close, and of one small call."""
-    times = []
-    for _ in range(connects):
+def paired_latencies(loaded: Callable[[], Client], base: Callable[[], Client], connects: int,
+                     batches: int, calls: int) -> dict[str, list[float]]:  # fmt: skip
+    """Seconds per connect + first call + close, and per small call, on two servers, interleaved.
+
+    ``loaded`` connects to the server holding the idle connections, ``base`` to an identical
+    server with none; the measurements alternate (ABBA order), so whatever else the machine
+    does weighs on both alike.
+    """
+    out: dict[str, list[float]] = {"connect_idle": [], "connect_base": [], "call_idle": [],
+                                   "call_base": []}  # fmt: skip
+
+    def connect_once(factory: Callable[[], Client], key: str) -> None:
         start = time.perf_counter()
-        client = connect()
+        client = factory()
         try:
             client.call()
         finally:
             client.close()
-        times.append(time.perf_counter() - start)
-    client = connect()
+        out[key].append(time.perf_counter() - start)
+
+    pairs = ((loaded, "idle"), (base, "base"))
+    for i in range(connects):
+        for factory, key in pairs if i % 2 == 0 else pairs[::-1]:
+            connect_once(factory, f"connect_{key}")
+    clients = {key: factory() for factory, key in pairs}
     try:
-        client.call()
-        call_times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            client.call()
-            call_times.append(time.perf_counter() - start)
+        for client in clients.values():
+            for _ in range(20):  # connect and warm up
+                client.call()
+        for i in range(batches):
+            for _, key in pairs if i % 2 == 0 else pairs[::-1]:
+                client = clients[key]
+                start = time.perf_counter()
+                for _ in range(calls):
+                    client.call()
+                out[f"call_{key}"].append((time.perf_counter() - start) / calls)
     finally:
-        client.close()
-    return statistics.median(times), statistics.median(call_times)
+        for client in clients.values():
+            client.close()
+    return out
 
 
 @pytest.mark.parametrize("name", targets(*PYROACT))
 def test_idle_connections(benchmark: Any, name: str) -> None:
-    """Server memory per idle connection, and whether idle connections slow a new client."""
+    """Server memory per idle connection, and whether idle connections slow a new client.
+
+    Two identical fresh servers of the mode: ``loaded`` gets :data:`IDLE` idle connections from
+    a helper process (``servers/idle_clients.py``), ``base`` none. The loaded server's RSS is
+    read before and after; then a new client (the pytest process) measures connect + first
+    call and small calls on both servers, interleaved (:func:`paired_latencies`).
+    """
     target = TARGETS[name]
     quick = benchmark.disabled
     idle_count = QUICK_IDLE if quick else IDLE
-    connects, calls = (5, 50) if quick else (40, 600)
-    raise_fd_limit()  # the pytest process holds every idle connection
-    server = start_server(*target.server, "--maxconn", str(idle_count + 100))
-    idle: list[Client] = []
+    connects, batches, calls = (6, 2, 20) if quick else (60, 16, 40)
+    raise_fd_limit()
+    maxconn = ("--maxconn", str(idle_count + 100))  # Pyro 3's default limit is 200
+    servers: list[ServerProcess] = []
     info: dict[str, Any] = {}
 
-    def connect() -> Client:
-        return target.connect(server)
-
     def run() -> None:
-        warm = connect()
-        for _ in range(200):
-            warm.call()
-        warm.close()
-        base1 = latencies(connect, connects, calls)
-        before = settle(server.pid)
-        start = time.perf_counter()
-        for _ in range(idle_count):
-            client = connect()
-            idle.append(client)
-            client.call()  # the handshake completed: the connection is fully set up
-        opened = time.perf_counter() - start
-        after = settle(server.pid)
-        loaded = latencies(connect, connects, calls)
-        while idle:
-            idle.pop().close()
-        time.sleep(0.5)  # let the server see the closes
-        base2 = latencies(connect, connects, calls)
-        base = ((base1[0] + base2[0]) / 2, (base1[1] + base2[1]) / 2)
+        loaded = start_server(*target.server, *maxconn)
+        servers.append(loaded)
+        base = start_server(*target.server, *maxconn)
+        servers.append(base)
+        for server in (loaded, base):  # the same warm-up on both
+            warm = target.connect(server)
+            for _ in range(200):
+                warm.call()
+            warm.close()
+        before = settle(loaded.pid)
+        holder = start_server("idle_clients.py", loaded.address, str(idle_count), timeout=120)
+        servers.append(holder)
+        after = settle(loaded.pid)
+        lat = paired_latencies(lambda: target.connect(loaded), lambda: target.connect(base),
+                               connects, batches, calls)  # fmt: skip
+        med = {key: statistics.median(values) for key, values in lat.items()}
         info.update(
             idle_connections=idle_count,
-            open_seconds=opened,
+            open_seconds=float(holder.engine),
             before=before,
             after=after,
+            base_after_warmup=server_memory(base.pid),
             kib_per_connection=(after["rss_kib"] - before["rss_kib"]) / idle_count,
             tree_kib_per_connection=(after["tree_rss_kib"] - before["tree_rss_kib"]) / idle_count,
             threads_added=after["threads"] - before["threads"],
-            connect_base_s=base[0],
-            connect_base_runs_s=[base1[0], base2[0]],
-            connect_idle_s=loaded[0],
-            call_base_s=base[1],
-            call_base_runs_s=[base1[1], base2[1]],
-            call_idle_s=loaded[1],
-            connect_ratio=loaded[0] / base[0],
-            call_ratio=loaded[1] / base[1],
+            connect_base_s=med["connect_base"],
+            connect_idle_s=med["connect_idle"],
+            call_base_s=med["call_base"],
+            call_idle_s=med["call_idle"],
+            connect_ratio=med["connect_idle"] / med["connect_base"],
+            call_ratio=med["call_idle"] / med["call_base"],
+            samples={"connects": connects, "call_batches": batches, "calls_per_batch": calls},
             target_kib=IDLE_TARGET_KIB,
             slower_tolerance=SLOWER_TOLERANCE,
         )
@@ -290,15 +310,14 @@ def test_idle_connections(benchmark: Any, name: str) -> None:
     try:
         benchmark.pedantic(run, rounds=1, iterations=1)
     finally:
-        while idle:
-            idle.pop().close()
-        server.stop()
+        while servers:
+            servers.pop().stop()  # the holder first: it closes its connections
     benchmark.extra_info.update(info)
     print(
         f"\n[idle-1000] {name}: {info['kib_per_connection']:.1f} KiB per idle connection "
         f"(server RSS {info['before']['rss_kib']} -> {info['after']['rss_kib']} KiB for "
         f"{idle_count}; with workers {info['tree_kib_per_connection']:.1f} KiB), threads +"
         f"{info['threads_added']}; with them open: connect+call {info['connect_ratio']:.2f}×, "
-        f"small call {info['call_ratio']:.2f}× the time without"
+        f"small call {info['call_ratio']:.2f}× the time on an identical server without"
     )
-    assert info["after"]["rss_kib"] > 0
+    assert info["after"]["rss_kib"] > info["before"]["rss_kib"]

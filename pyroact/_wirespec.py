@@ -98,5 +98,6 @@ LARGE_FRAME_THRESHOLD: Final = 64 * 1024
 # Below this size an encoder joins the payload into the header segment: one small write beats a
 # scatter list.
 JOIN_PAYLOAD_THRESHOLD: Final = 16 * 1024
-# Initial capacity of a decoder's receive buffer.
-RECV_BUFFER_SIZE: Final = 256 * 1024
+# Initial capacity of a decoder's receive buffer. Small, because every connection has one (an
+# idle connection costs little more than this); it grows, by doubling, for bigger small frames.
+RECV_BUFFER_SIZE: Final = 16 * 1024

@@ -17,6 +17,8 @@ from ._serverbase import ServerHost, select_round
 
 __all__ = ["SingleServer"]
 
+_EXPIRY_INTERVAL = 0.25
+
 
 class SingleServer:
     """Serves every connection from the thread that runs the request loop.
@@ -31,6 +33,7 @@ class SingleServer:
         self.daemon = daemon
         self.selector = selectors.DefaultSelector()
         self.selector.register(daemon.sock.fileno(), selectors.EVENT_READ, None)
+        self._next_expiry = 0.0
 
     def submit(self, task: Callable[[], None]) -> None:
         """Run a call now, in this thread."""
@@ -64,7 +67,12 @@ class SingleServer:
                 self.daemon.connection_readable(conn)
 
         select_round(self.selector, timeout, others, callback, on_event)
-        self.daemon.expire_connections(time.monotonic())
+        now = time.monotonic()
+        # Walking every connection after every round would make idle connections slow down
+        # the busy ones: deadlines and idle timeouts are checked a few times a second.
+        if now >= self._next_expiry:
+            self._next_expiry = now + _EXPIRY_INTERVAL
+            self.daemon.expire_connections(now)
 
     def server_sockets(self) -> list[Any]:
         """The listening socket and every connection socket (this changes over time)."""

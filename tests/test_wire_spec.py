@@ -118,7 +118,9 @@ def test_limits_fit_their_fields() -> None:
     assert spec.MAX_BUFFERS <= 0xFFFF
     assert spec.MAC_SIZE <= 0xFFFF
     assert spec.MAX_SEQ == spec.MAX_PAYLOAD_LEN == 2**32 - 1
-    assert spec.JOIN_PAYLOAD_THRESHOLD < spec.LARGE_FRAME_THRESHOLD < spec.RECV_BUFFER_SIZE
+    assert spec.JOIN_PAYLOAD_THRESHOLD < spec.LARGE_FRAME_THRESHOLD
+    # The receive buffer starts small (one per connection) and grows for bigger frames.
+    assert spec.HEADER_SIZE <= spec.RECV_BUFFER_SIZE <= spec.LARGE_FRAME_THRESHOLD
     assert spec.DEFAULT_MAX_MESSAGE_SIZE == 1 << 30
 
 

@@ -63,7 +63,7 @@ class IdentDaemon(Pyro5.api.Daemon):
         super().__init__(**kwargs)
         self.passphrase = passphrase
 
-    def validateHandshake(self, conn: Any, data: Any) -> Any:
+    def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802 - Pyro5 API
         if data != self.passphrase:
             raise Pyro5.errors.SecurityError("wrong passphrase")
         return "hello"
