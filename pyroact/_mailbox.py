@@ -116,9 +116,12 @@ class ThreadPool:
         self._name = name
         self._idle_timeout = idle_timeout
         self._tasks: collections.deque[Task] = collections.deque()
-        self._cond = threading.Condition()
+        # Each idle thread parks on a lock of its own; submit hands a task straight to one and
+        # releases that lock: one futex wake, none of Condition's Python-level bookkeeping.
+        self._idle: list[_Slot] = []
+        self._lock = threading.Lock()
+        self._exited = threading.Condition(self._lock)
         self._threads = 0
-        self._idle = 0
         self._blocked = 0
         self._started = 0
         self._closed = False
@@ -129,7 +132,7 @@ class ThreadPool:
         return self._threads
 
     def submit(self, task: Task) -> None:
-        """Queue ``task``; start a thread for it if none is idle and the bound allows.
+        """Hand ``task`` to an idle thread, or queue it (starting a thread if the bound allows).
 
         Args:
             task: the work.
@@ -137,18 +140,21 @@ class ThreadPool:
         Raises:
             RuntimeError: the pool was shut down.
         """
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("thread pool is shut down")
+            if self._idle:
+                slot = self._idle.pop()
+                slot.task = task
+                slot.parked.release()
+                return
             self._tasks.append(task)
-            self._wake_or_start()
+            self._start_if_allowed()
 
-    def _wake_or_start(self) -> None:
-        # Called with the condition held: hand the queued work to an idle thread, or start
-        # one while fewer than max_threads threads run tasks (blocked ones do not count).
-        if self._idle >= len(self._tasks):
-            self._cond.notify()
-        elif self._threads - self._blocked < self.max_threads:
+    def _start_if_allowed(self) -> None:
+        # Called with the lock held: start a thread while fewer than max_threads threads run
+        # tasks (threads blocked in nested calls do not count).
+        if self._threads - self._blocked < self.max_threads:
             self._threads += 1
             self._started += 1
             thread = threading.Thread(
@@ -157,39 +163,45 @@ class ThreadPool:
             thread.start()
 
     def _enter_blocking(self) -> None:
-        with self._cond:
+        with self._lock:
             self._blocked += 1
             if self._tasks and not self._closed:
-                self._wake_or_start()
+                self._start_if_allowed()
 
     def _exit_blocking(self) -> None:
-        with self._cond:
+        with self._lock:
             self._blocked -= 1
+
+    def _next_task(self, slot: _Slot) -> Task | None:
+        with self._lock:
+            if self._tasks:
+                return self._tasks.popleft()
+            if self._closed:
+                return None
+            slot.task = None
+            self._idle.append(slot)
+        if not slot.parked.acquire(timeout=self._idle_timeout):
+            with self._lock:
+                if slot in self._idle:
+                    self._idle.remove(slot)
+                    return None
+            # A task was handed over just as the wait timed out: take it.
+            slot.parked.acquire()
+        return slot.task
 
     def _work(self) -> None:
         _worker.pool = self
-        cond = self._cond
-        cond.acquire()
+        slot = _Slot()
         try:
             while True:
-                while not self._tasks and not self._closed:
-                    self._idle += 1
-                    woke = cond.wait(self._idle_timeout)
-                    self._idle -= 1
-                    if not woke and not self._tasks:
-                        return
-                if not self._tasks:
+                task = self._next_task(slot)
+                if task is None:
                     return
-                task = self._tasks.popleft()
-                cond.release()
-                try:
-                    _run_logged(task)
-                finally:
-                    cond.acquire()
+                _run_logged(task)
         finally:
-            self._threads -= 1
-            cond.notify_all()
-            cond.release()
+            with self._lock:
+                self._threads -= 1
+                self._exited.notify_all()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop accepting tasks, let queued ones finish, and wait up to ``timeout`` seconds.
@@ -197,10 +209,24 @@ class ThreadPool:
         Args:
             timeout: how long to wait for running tasks.
         """
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: self._threads == 0, timeout)
+            for slot in self._idle:
+                slot.task = None
+                slot.parked.release()
+            self._idle.clear()
+            self._exited.wait_for(lambda: self._threads == 0, timeout)
+
+
+class _Slot:
+    """An idle pool thread's parking place: a held lock and the task handed to it."""
+
+    __slots__ = ("parked", "task")
+
+    def __init__(self) -> None:
+        self.parked = threading.Lock()
+        self.parked.acquire()
+        self.task: Task | None = None
 
 
 class Mailbox:
