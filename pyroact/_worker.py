@@ -310,16 +310,7 @@ class WorkerDaemon:
     def stats(self) -> dict[str, Any]:
         """Counters of this worker and of each object it hosts."""
         with self._lock:
-            objects = {
-                guid: {
-                    "type": type(e.obj).__name__,
-                    "name": e.name,
-                    "calls": e.mailbox.calls,
-                    "errors": e.mailbox.errors,
-                    "queue_depth": e.mailbox.depth,
-                }
-                for guid, e in self.objects.items()
-            }
+            objects = core.objects_stats(self.objects)
         return {
             "index": self.index,
             "pid": os.getpid(),

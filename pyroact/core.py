@@ -832,6 +832,27 @@ class _Entry:
         self.persistent = persistent
 
 
+def objects_stats(objects: dict[str, _Entry]) -> dict[str, dict[str, Any]]:
+    """Per-object counters (type, name, calls, errors, queue depth) of a registry.
+
+    Args:
+        objects: the registry (``guid -> entry``); the caller holds its lock.
+
+    Returns:
+        ``{guid: counters}``.
+    """
+    return {
+        guid: {
+            "type": type(e.obj).__name__,
+            "name": e.name,
+            "calls": e.mailbox.calls,
+            "errors": e.mailbox.errors,
+            "queue_depth": e.mailbox.depth,
+        }
+        for guid, e in objects.items()
+    }
+
+
 def reap_transients(objects: dict[str, _Entry], lock: Any, age: float) -> list[_Entry]:
     """Disconnect the idle transients of ``objects`` and call their ``_gotReaped``.
 
@@ -1240,16 +1261,7 @@ class Daemon(TCPServer, ObjBase):
     def getStats(self) -> dict[str, Any]:
         """Counters: calls, errors and queue depth per object; per worker in process mode."""
         with self._lock:
-            local = {
-                guid: {
-                    "type": type(e.obj).__name__,
-                    "name": e.name,
-                    "calls": e.mailbox.calls,
-                    "errors": e.mailbox.errors,
-                    "queue_depth": e.mailbox.depth,
-                }
-                for guid, e in self.implementations.items()
-            }
+            local = objects_stats(self.implementations)
         stats: dict[str, Any] = {"mode": self.mode, "objects": local}
         if self._router is not None:
             stats.update(self._router.stats())

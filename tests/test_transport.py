@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wire_helpers import binary
 
 from pyroact import _wirespec as spec
 from pyroact import errors, transport
@@ -27,15 +28,6 @@ HOST = "127.0.0.1"
 MIB = 1 << 20
 JOIN_TIMEOUT = 30.0
 IO_TIMEOUT = 20.0
-
-
-def binary(*, min_size: int = 0, max_size: int) -> st.SearchStrategy[bytes]:
-    """``st.binary``, drawn as integers.
-
-    Hypothesis keys its cache by the drawn values; with ``st.binary`` those mix bytes and
-    ints, and ``python -bb`` (as scripts/check runs) turns their comparison into an error.
-    """
-    return st.lists(st.integers(0, 255), min_size=min_size, max_size=max_size).map(bytes)
 
 
 class Peer:

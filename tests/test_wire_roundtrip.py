@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from wire_helpers import fields, join
 
 from pyroact import _wirespec as spec
 from pyroact.errors import MessageTooLargeError, ProtocolError
@@ -26,24 +27,6 @@ def pattern(size: int, seed: int = 0) -> bytes:
     """Deterministic, position-dependent content (a shifted or truncated copy would differ)."""
     block = bytes((i * 7 + seed) & 0xFF for i in range(251))
     return (block * (size // 251 + 1))[:size]
-
-
-def fields(frame: Any) -> tuple[Any, ...]:
-    return (
-        frame.msg_type,
-        frame.flags,
-        frame.seq,
-        frame.object_id,
-        frame.method,
-        bytes(frame.payload),
-        [bytes(b) for b in frame.buffers],
-        bytes(frame.mac),
-        bytes(frame.head),
-    )
-
-
-def join(segments: list[Any]) -> bytes:
-    return b"".join(bytes(memoryview(s)) for s in segments)
 
 
 def decode_one(wire: ModuleType, data: bytes, **kwargs: Any) -> Any:
