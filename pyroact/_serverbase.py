@@ -20,10 +20,17 @@ class ServerHost(Protocol):
     sock: socket.socket
     connections: dict[int, Any]
 
-    def accept_connection(self) -> Any: ...
-    def connection_readable(self, conn: Any) -> None: ...
-    def process_backlog(self, conn: Any) -> None: ...
-    def expire_connections(self, now: float) -> None: ...
+    def accept_connection(self) -> Any:
+        """Accept one connection and start its handshake; None when refused."""
+
+    def connection_readable(self, conn: Any) -> None:
+        """Read what a connection sent and act on its complete frames."""
+
+    def process_backlog(self, conn: Any) -> None:
+        """Go on with a connection's queued frames (after its call ended)."""
+
+    def expire_connections(self, now: float) -> None:
+        """Close connections past their handshake deadline or idle timeout."""
 
 
 def select_round(

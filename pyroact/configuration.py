@@ -347,7 +347,8 @@ CONFIG_ITEMS: Final[tuple[ConfigItem, ...]] = (
     ConfigItem("PYRO_ES_BLOCKQUEUE", bool, True,
                "publisher blocks on a full queue (true) or the event is dropped (false)"),
     ConfigItem("PYRO_ES_TIMEOUT", float, 20.0,
-               "seconds a publisher waits for a full subscriber queue (PYRO_ES_BLOCKQUEUE)", minimum=0.001),
+               "seconds a publisher waits for a full subscriber queue (PYRO_ES_BLOCKQUEUE)",
+               minimum=0.001),
     # -- logging
     ConfigItem("PYRO_TRACELEVEL", int, 0, "system log level: 0 off, 1 errors, 2 +warnings, 3 all"),
     ConfigItem("PYRO_USER_TRACELEVEL", int, 0, "user log level: 0 off .. 3 all"),

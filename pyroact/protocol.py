@@ -582,15 +582,28 @@ class ServerMode(Protocol):
 
     shared_tls: bool
 
-    def submit(self, task: Callable[[], None]) -> None: ...
-    def register(self, conn: TCPConnection) -> None: ...
-    def forget(self, conn: TCPConnection) -> None: ...
-    def resume(self, conn: TCPConnection) -> None: ...
+    def submit(self, task: Callable[[], None]) -> None:
+        """Run a call's task (inline, or on the mode's pool)."""
+
+    def register(self, conn: TCPConnection) -> None:
+        """Start watching a newly accepted connection."""
+
+    def forget(self, conn: TCPConnection) -> None:
+        """Stop watching a connection before its socket is closed."""
+
+    def resume(self, conn: TCPConnection) -> None:
+        """A call ended: go on with the connection's frames and watch it again."""
+
     def handle_requests(
         self, timeout: float | None, others: Sequence[Any], callback: Callable[..., Any] | None
-    ) -> None: ...
-    def server_sockets(self) -> list[Any]: ...
-    def close(self) -> None: ...
+    ) -> None:
+        """One round of the request loop (Pyro 3's ``handleRequests``)."""
+
+    def server_sockets(self) -> list[Any]:
+        """The sockets a foreign event loop should watch."""
+
+    def close(self) -> None:
+        """Release the mode's threads and selectors."""
 
 
 class TCPServer:
