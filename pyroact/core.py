@@ -49,6 +49,7 @@ from .protocol import (
     TCPServer,
     current_call,
 )
+from .transport import client_tls_context
 from .wire import Frame
 
 __all__ = [
@@ -253,7 +254,12 @@ def _bindable(uri: PyroURI) -> PyroURI:
             )
         return pyroname_resolver(uri)
     if uri.protocol in ("PYROSSL", "PYROLOCSSL"):
-        raise ProtocolError(f"unsupported protocol {uri.protocol}: this build has no TLS transport")
+        # Fail loudly and early: a TLS proxy without a usable TLS configuration is refused
+        # when it is made, naming the file at fault (there is never a plain TCP fallback).
+        try:
+            client_tls_context(pyroact.config)
+        except ProtocolError as exc:
+            raise ProtocolError(f"unsupported protocol {uri.protocol} here: {exc}") from exc
     return uri
 
 
@@ -530,9 +536,9 @@ class DynamicProxy:
 
     def _invokePYRO(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
         adapter = self.adapter
-        if self.URI.protocol == "PYROLOC":
+        if self.URI.protocol in ("PYROLOC", "PYROLOCSSL"):
             with adapter.lock:
-                if self.URI.protocol == "PYROLOC":
+                if self.URI.protocol in ("PYROLOC", "PYROLOCSSL"):
                     adapter.bindToURI(self.URI)
                     object.__setattr__(self, "objectID", self.URI.objectID)
         return adapter.invoke(
@@ -892,7 +898,8 @@ class Daemon(TCPServer, ObjBase):
     """Serves ObjBase objects on one TCP port.
 
     Args:
-        prtcol: ``"PYRO"``.
+        prtcol: ``"PYRO"``, or ``"PYROSSL"`` for TLS (certificates from the ``PYROSSL_*``
+            configuration items; a missing or bad file is a DaemonError naming it).
         host: the address to bind (default ``PYRO_HOST``, 127.0.0.1).
         port: the port; 0 picks any free port. With ``norange=0`` a busy port makes the daemon
             try the next ``PYRO_PORT_RANGE`` ports.
@@ -921,15 +928,18 @@ class Daemon(TCPServer, ObjBase):
         initServer()
         cfg = pyroact.config
         ObjBase.__init__(self)
-        if prtcol != "PYRO":
-            raise DaemonError(f"unsupported protocol {prtcol!r}: this build serves PYRO only")
+        prtcol = prtcol.upper()
+        if prtcol not in ("PYRO", "PYROSSL"):
+            raise DaemonError(f"unsupported protocol {prtcol!r}: a daemon serves PYRO or PYROSSL")
         host = host or cfg.PYRO_HOST
         mode = mode or cfg.effective_servertype()
         ports = [port] if norange or port == 0 else range(port, port + cfg.PYRO_PORT_RANGE)
         error: DaemonError | None = None
         for candidate in ports:
             try:
-                TCPServer.__init__(self, host, candidate, mode=mode, config=cfg)
+                TCPServer.__init__(
+                    self, host, candidate, mode=mode, config=cfg, tls=prtcol == "PYROSSL"
+                )
                 break
             except DaemonError as exc:
                 error = exc
@@ -970,7 +980,7 @@ class Daemon(TCPServer, ObjBase):
         return f"<Daemon {self.mode} {self.hostname}:{self.port}>"
 
     def uri_for(self, guid: str) -> PyroURI:
-        """The PYRO URI of the object with id ``guid`` on this daemon."""
+        """The PYRO (or PYROSSL) URI of the object with id ``guid`` on this daemon."""
         return _uri_from_parts(self.protocol, _resolve_host(self.hostname), self.port, guid)
 
     # -- registry ------------------------------------------------------------------------------

@@ -20,12 +20,14 @@ so calls on one connection run in order, as in Pyro 3.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import hmac
 import logging
 import secrets
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -43,7 +45,18 @@ from .errors import (
     PyroError,
     TimeoutError,
 )
-from .transport import Channel, ServerChannel, connect, format_address, is_loopback, listen
+from .transport import (
+    Channel,
+    ServerChannel,
+    TLSChannel,
+    TLSServerChannel,
+    client_tls_context,
+    connect,
+    format_address,
+    is_loopback,
+    listen,
+    server_tls_context,
+)
 from .wire import Frame
 
 __all__ = [
@@ -125,6 +138,9 @@ class TCPConnection:
         addr: the client's address ``(host, port)``.
         channel: the socket and its decoder.
         tls: this connection's LocalStorage (threaded mode) or the daemon's shared one.
+        peercert: on a PYROSSL daemon, the client's verified certificate as returned by
+            ``ssl.SSLSocket.getpeercert()`` (None when the client presented none, and on
+            plain connections).
     """
 
     def __init__(self, channel: Channel, addr: Any) -> None:
@@ -142,6 +158,9 @@ class TCPConnection:
         # Process mode: the workers this connection's calls went to.
         self.forwarded_to: set[int] = set()
         self._send_lock = threading.Lock()
+        # PYROSSL: True until the TLS handshake is complete (see TCPServer.connection_readable).
+        self.tls_handshaking = False
+        self.peercert: dict[str, Any] | None = None
 
     @property
     def connected(self) -> bool:
@@ -190,6 +209,7 @@ CONNECTION_FIELDS = frozenset(
         "forwarded_to",
         "worker_key",
         "processing",
+        "tls_handshaking",
     }
 )
 
@@ -379,12 +399,20 @@ class PYROAdapter:
         with self.lock:
             self.release()
             self.URI = URI
-            if URI.protocol not in ("PYRO", "PYROLOC"):
+            if URI.protocol not in ("PYRO", "PYROLOC", "PYROSSL", "PYROLOCSSL"):
                 raise ProtocolError(f"unsupported protocol {URI.protocol!r} in URI")
             sock = connect(URI.address, URI.port, timeout=self.timeout)
-            channel = Channel(
-                sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
-            )
+            channel: Channel
+            if URI.protocol in ("PYROSSL", "PYROLOCSSL"):
+                channel = TLSChannel(
+                    self._tls_handshake(sock, URI),
+                    max_message_size=connection_sm.MAX_HANDSHAKE_SIZE,
+                    timeout=self.timeout,
+                )
+            else:
+                channel = Channel(
+                    sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
+                )
             sm = connection_sm.Connection(connection_sm.CLIENT)
             try:
                 sm.start()
@@ -407,12 +435,50 @@ class PYROAdapter:
                 raise
             self.channel, self.sm = channel, sm
             self._last_used = time.monotonic()
-            if URI.protocol == "PYROLOC":
+            if URI.protocol in ("PYROLOC", "PYROLOCSSL"):
                 guid = self.invoke(
                     constants.INTERNAL_DAEMON_GUID, "ResolvePYROLOC", (URI.objectID,), {}
                 )
-                URI.protocol = "PYRO"
+                URI.protocol = "PYRO" if URI.protocol == "PYROLOC" else "PYROSSL"
                 URI.objectID = guid
+
+    def _tls_handshake(self, sock: socket.socket, URI: _URILike) -> ssl.SSLSocket:
+        # The client side of PYROSSL: verify the server, never fall back to plain TCP.
+        import pyroact
+
+        config = pyroact.config
+        where = format_address(URI.address, URI.port)
+        try:
+            context = client_tls_context(config)
+        except ProtocolError:
+            sock.close()
+            raise
+        sock.settimeout(self.timeout if self.timeout is not None else config.PYRO_HANDSHAKE_TIMEOUT)
+        try:
+            tls_sock = context.wrap_socket(
+                sock, server_hostname=URI.address if context.check_hostname else None
+            )
+        except builtins.TimeoutError as exc:
+            sock.close()
+            raise TimeoutError(f"connection timeout: TLS handshake with {where}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise ProtocolError(
+                f"connection failed: TLS certificate of {where} rejected: {exc.verify_message}"
+                + (
+                    " (PYROSSL_POSTCONNCHECK=0 skips the host name check)"
+                    if "hostname" in str(exc.verify_message).lower() or "IP address" in str(exc)
+                    else ""
+                )
+            ) from exc
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise ProtocolError(
+                f"connection failed: TLS handshake with {where} failed ({exc}); "
+                "is it a PYROSSL daemon, and does it accept this client's certificate?"
+            ) from exc
+        tls_sock.settimeout(None)
+        return tls_sock
 
     def rebindURI(self, tries: int = sys.maxsize, wait: float = 1) -> None:
         """Reconnect to the same URI after a failure (Pyro 3's auto-rebind).
@@ -619,13 +685,19 @@ class TCPServer:
         DaemonError: the socket cannot be bound, or a non-loopback bind lacks protection.
     """
 
-    def __init__(self, host: str, port: int, *, mode: str, config: Any) -> None:
+    def __init__(self, host: str, port: int, *, mode: str, config: Any, tls: bool = False) -> None:
         self.config = config
-        if not is_loopback(host) and not config.PYRO_ALLOW_PUBLIC_BIND:
+        self.tls_context: ssl.SSLContext | None = None
+        if tls:
+            try:
+                self.tls_context = server_tls_context(config)
+            except ProtocolError as exc:
+                raise DaemonError(f"Couldn't start PYROSSL daemon: {exc}") from exc
+        if not is_loopback(host) and not config.PYRO_ALLOW_PUBLIC_BIND and not tls:
             raise DaemonError(
                 f"refusing to bind {host!r}, which is not a loopback address, without "
-                "protection: set identifications (daemon.setAllowedIdentifications) and "
-                "PYRO_ALLOW_PUBLIC_BIND=1 to allow it"
+                "protection: use TLS (Daemon(prtcol='PYROSSL')), or set identifications "
+                "(daemon.setAllowedIdentifications) and PYRO_ALLOW_PUBLIC_BIND=1 to allow it"
             )
         try:
             self.sock = listen(host, port, backlog=config.PYRO_TCP_LISTEN_BACKLOG)
@@ -797,21 +869,46 @@ class TCPServer:
         except OSError:
             return None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        channel = ServerChannel(
-            sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
-        )
+        channel: ServerChannel
+        if self.tls_context is not None:
+            # The TLS handshake runs later, without blocking, as the client's bytes arrive
+            # (connection_readable): a client that sends nothing stalls nobody, and is dropped
+            # at the handshake deadline.
+            sock.setblocking(False)
+            try:
+                tls_sock = self.tls_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+            except OSError:
+                sock.close()
+                return None
+            channel = TLSServerChannel(
+                tls_sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
+            )
+        else:
+            channel = ServerChannel(
+                sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=self.timeout
+            )
         conn = TCPConnection(channel, addr)
+        conn.tls_handshaking = self.tls_context is not None
         # Set before the connection is visible to the I/O thread's expiry check.
         conn.handshake_deadline = time.monotonic() + self.config.PYRO_HANDSHAKE_TIMEOUT
         with self._lock:
             self.connections[id(conn)] = conn
+        if conn.tls_handshaking:
+            return conn
+        return conn if self._greet(conn) else None
+
+    def _greet(self, conn: TCPConnection) -> bool:
+        # The validator's host check, then the challenge (or the refusal).
+        addr = conn.addr
         try:
             ok, code = self.newConnValidator.acceptHost(self, conn)
             if not ok:
                 reason = constants.deniedReasons.get(code, "unspecified reason")
                 conn.send(conn.sm.build_denied(code, reason))
                 self.drop_connection(conn)
-                return None
+                return False
             nonce = self.newConnValidator.createAuthChallenge(self, conn)
             required = self.newConnValidator.getAllowedIdentifications() is not None
             conn.send(conn.sm.build_challenge(nonce, ident_required=required))
@@ -819,8 +916,25 @@ class TCPServer:
             # A validator's own bug must cost this connection only, never the server.
             log.warning("connection from %s failed during the handshake: %r", addr, exc)
             self.drop_connection(conn)
-            return None
-        return conn
+            return False
+        return True
+
+    def _continue_tls_handshake(self, conn: TCPConnection) -> None:
+        channel = conn.channel
+        assert isinstance(channel, TLSServerChannel)
+        try:
+            done = channel.handshake()
+        except ProtocolError as exc:
+            log.warning("closing connection from %s: %s", conn.addr, exc)
+            self.drop_connection(conn)
+            return
+        if not done:
+            return
+        conn.tls_handshaking = False
+        conn.peercert = channel.peercert()
+        conn.last_activity = time.monotonic()
+        if self._greet(conn) and channel.sock.pending():
+            self.connection_readable(conn)
 
     def drop_connection(self, conn: TCPConnection) -> None:
         """Forget and close a connection."""
@@ -835,6 +949,9 @@ class TCPServer:
 
         Raises:
         """
+        if conn.tls_handshaking:
+            self._continue_tls_handshake(conn)
+            return
         try:
             frames = conn.channel.receive_available()
         except PyroError as exc:
@@ -916,7 +1033,8 @@ class TCPServer:
         with self._lock:
             conns = list(self.connections.values())
         for conn in conns:
-            if conn.sm.state == connection_sm.WAIT_CONNECT and now > conn.handshake_deadline:
+            handshaking = conn.tls_handshaking or conn.sm.state == connection_sm.WAIT_CONNECT
+            if handshaking and now > conn.handshake_deadline:
                 log.info("handshake timeout for %s", conn.addr)
                 self.drop_connection(conn)
             elif (

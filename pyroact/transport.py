@@ -20,8 +20,11 @@ from __future__ import annotations
 import builtins
 import collections
 import ipaddress
+import os
 import select
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,11 +36,15 @@ from .wire import Frame, FrameDecoder
 __all__ = [
     "Channel",
     "ServerChannel",
+    "TLSChannel",
+    "TLSServerChannel",
+    "client_tls_context",
     "connect",
     "format_address",
     "is_loopback",
     "listen",
     "send_segments",
+    "server_tls_context",
 ]
 
 # sendmsg takes at most IOV_MAX (1024 on Linux) segments per call.
@@ -422,3 +429,276 @@ class ServerChannel(Channel):
         wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
         if not poller.poll(wait_ms) and deadline is not None:
             raise builtins.TimeoutError
+
+
+# -- TLS (PYROSSL) ---------------------------------------------------------------------------
+
+
+def _tls_file(config: Any, item: str) -> str:
+    # A configured certificate file that is missing or unreadable is an error naming the file.
+    name = getattr(config, item)
+    path = os.path.join(os.path.expanduser(str(config.PYROSSL_CERTDIR)), str(name))
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ProtocolError(
+            f"TLS misconfigured: {item} file {path!r} is missing or unreadable "
+            "(see PYROSSL_CERTDIR, PYROSSL_CA_CERT, PYROSSL_CERT, PYROSSL_KEY)"
+        )
+    return path
+
+
+def _load_own_cert(context: ssl.SSLContext, config: Any) -> None:
+    cert = _tls_file(config, "PYROSSL_CERT")
+    key = _tls_file(config, "PYROSSL_KEY") if config.PYROSSL_KEY else None
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ProtocolError(
+            f"TLS misconfigured: cannot load certificate {cert!r}"
+            + (f" with key {key!r}" if key else "")
+            + f": {exc}"
+        ) from exc
+
+
+def _load_ca(context: ssl.SSLContext, path: str) -> None:
+    try:
+        context.load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        raise ProtocolError(
+            f"TLS misconfigured: cannot load CA certificate {path!r}: {exc}"
+        ) from exc
+
+
+def server_tls_context(config: Any) -> ssl.SSLContext:
+    """Build the server's TLS context from the ``PYROSSL_*`` configuration items.
+
+    The server certificate (``PYROSSL_CERT``, with ``PYROSSL_KEY`` if the key is separate) is
+    required. With ``PYROSSL_REQUIRE_CLIENT_CERT`` clients must present a certificate signed by
+    ``PYROSSL_CA_CERT``; without it a certificate is verified if one is presented and the CA
+    file exists.
+
+    Args:
+        config: the configuration in force.
+
+    Returns:
+        A TLS 1.2+ server context.
+
+    Raises:
+        ProtocolError: a certificate file is missing, unreadable or invalid (named).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_own_cert(context, config)
+    if config.PYROSSL_REQUIRE_CLIENT_CERT:
+        _load_ca(context, _tls_file(config, "PYROSSL_CA_CERT"))
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        try:
+            ca = _tls_file(config, "PYROSSL_CA_CERT")
+        except ProtocolError:
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            _load_ca(context, ca)
+            context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def client_tls_context(config: Any) -> ssl.SSLContext:
+    """Build a client's TLS context from the ``PYROSSL_*`` configuration items.
+
+    The server is always verified against ``PYROSSL_CA_CERT``; its host name (or IP address)
+    is checked when ``PYROSSL_POSTCONNCHECK`` is on. The client presents ``PYROSSL_CERT``
+    unless that item is set empty.
+
+    Args:
+        config: the configuration in force.
+
+    Returns:
+        A TLS 1.2+ client context.
+
+    Raises:
+        ProtocolError: a certificate file is missing, unreadable or invalid (named).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = bool(config.PYROSSL_POSTCONNCHECK)
+    context.verify_mode = ssl.CERT_REQUIRED
+    _load_ca(context, _tls_file(config, "PYROSSL_CA_CERT"))
+    if config.PYROSSL_CERT:
+        _load_own_cert(context, config)
+    return context
+
+
+def _join(segments: Sequence[Any]) -> Any:
+    if len(segments) == 1:
+        return segments[0]
+    return b"".join(segments)
+
+
+class _TLSReads:
+    # Decrypted bytes can wait inside the SSL object, where no selector sees them: every read
+    # goes on while the SSL object holds more.
+    sock: Any
+    closed: bool
+
+    def _read_once(self) -> list[Frame]:
+        frames: list[Frame] = super()._read_once()  # type: ignore[misc]
+        while not self.closed and self.sock.pending():
+            frames.extend(super()._read_once())  # type: ignore[misc]
+        return frames
+
+
+class TLSChannel(_TLSReads, Channel):
+    """A client's TLS connection: a blocking ``SSLSocket`` (no scatter/gather, no flags)."""
+
+    sock: ssl.SSLSocket
+
+    def send(self, segments: Sequence[Any]) -> None:
+        """Send one encoded frame (joined into one TLS write).
+
+        Raises:
+            ConnectionClosedError: the channel is closed or the connection broke.
+            TimeoutError: the send timed out; the channel is closed.
+        """
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        try:
+            self.sock.sendall(_join(segments))
+        except builtins.TimeoutError:
+            self.close()
+            raise TimeoutError("connection timeout sending") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+
+    def peer_closed(self) -> bool:
+        """Tell, without blocking, whether the peer has closed its end.
+
+        Returns:
+            True when the connection is closed or at EOF.
+        """
+        if self.closed:
+            return True
+        if self.sock.pending():
+            return False
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            return False
+        try:
+            self.sock.setblocking(False)
+            try:
+                count = self.sock.recv_into(self.decoder.get_buffer())
+            finally:
+                self.sock.settimeout(self._timeout)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+            return False  # a TLS record without data (a session ticket)
+        except OSError:
+            return True
+        if count == 0:
+            return True
+        self._frames.extend(self.decoder.buffer_updated(count))
+        return False
+
+
+class TLSServerChannel(_TLSReads, ServerChannel):
+    """A server's TLS connection: a non-blocking ``SSLSocket``.
+
+    The SSL object is used by the I/O thread (reads) and by call threads (sends); a lock
+    serialises those calls, which never block (a send waits for writability outside it).
+    The TLS handshake is driven by :meth:`handshake` when the connection becomes readable.
+    """
+
+    sock: ssl.SSLSocket
+
+    def __init__(self, sock: ssl.SSLSocket, **kwargs: Any) -> None:
+        self._ssl_lock = threading.Lock()
+        super().__init__(sock, **kwargs)
+
+    def _apply_timeout(self) -> None:
+        self.sock.setblocking(False)
+
+    def _receive_into(self, target: memoryview) -> int:
+        with self._ssl_lock:
+            try:
+                return self.sock.recv_into(target)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise BlockingIOError from None
+
+    def handshake(self) -> bool:
+        """Advance the TLS handshake without blocking.
+
+        Returns:
+            True once the handshake is complete.
+
+        Raises:
+            ProtocolError: the handshake failed (the channel is closed).
+        """
+        try:
+            with self._ssl_lock:
+                self.sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self.close()
+            raise ProtocolError(f"TLS handshake failed: {exc}") from None
+        return True
+
+    def peercert(self) -> dict[str, Any] | None:
+        """The client's verified certificate (``getpeercert()``), or None."""
+        try:
+            return self.sock.getpeercert()
+        except (ValueError, OSError):
+            return None
+
+    def _send_some(self, data: memoryview) -> int:
+        with self._ssl_lock:
+            try:
+                return self.sock.send(data)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise BlockingIOError from None
+
+    def send(self, segments: Sequence[Any]) -> None:
+        """Send one frame, waiting for writability up to the timeout.
+
+        Raises:
+            ConnectionClosedError: the channel is closed or the connection broke.
+            TimeoutError: the peer did not take the data in time; the channel is closed.
+        """
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        data = memoryview(_join(segments)).cast("B")
+        try:
+            while data:
+                try:
+                    data = data[self._send_some(data) :]
+                except (BlockingIOError, InterruptedError):
+                    self._wait_writable(deadline)
+        except builtins.TimeoutError:
+            self.close()
+            raise TimeoutError("connection timeout sending") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+
+    def send_partial(self, segments: Sequence[Any]) -> list[Any]:
+        """Send what the socket takes now, without waiting.
+
+        Returns:
+            What is left to send (empty when the frame went out whole).
+
+        Raises:
+            ConnectionClosedError: the channel is closed or the connection broke.
+        """
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        data = memoryview(_join(segments)).cast("B")
+        try:
+            while data:
+                data = data[self._send_some(data) :]
+        except (BlockingIOError, InterruptedError):
+            return [data]
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+        return []

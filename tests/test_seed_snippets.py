@@ -572,8 +572,10 @@ def test_pyroloc_uses_ResolvePYROLOC(serve: Serve) -> None:
     assert proxy == thing.getProxy()
 
 
-def test_pyrossl_uri_needs_tls_support() -> None:
-    with pytest.raises(ProtocolError, match="unsupported protocol"):
+def test_pyrossl_proxy_without_certificates_fails_loudly() -> None:
+    # No certificates are configured here: a PYROSSL proxy refuses at once, naming the file,
+    # and never falls back to plain TCP.
+    with pytest.raises(ProtocolError, match="TLS misconfigured: PYROSSL_CA_CERT"):
         pyroact.core.PyroURI(
             host="127.0.0.1", objectID=pyroact.constants.INTERNAL_DAEMON_GUID, prtcol="PYROSSL"
         ).getProxy()
