@@ -381,15 +381,13 @@ class ServerChannel(Channel):
         if self.closed:
             raise ConnectionClosedError("connection lost: channel is closed")
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        pending = list(segments)
+        pending = self._prepare(segments)
         try:
             while pending:
                 try:
-                    sent = self.sock.sendmsg(pending[:_MAX_SEGMENTS], [], socket.MSG_DONTWAIT)
+                    pending = self._send_step(pending)
                 except (BlockingIOError, InterruptedError):
                     self._wait_writable(deadline)
-                    continue
-                pending = _advance(pending, sent)
         except builtins.TimeoutError:
             self.close()
             raise TimeoutError("connection timeout sending") from None
@@ -411,17 +409,25 @@ class ServerChannel(Channel):
         """
         if self.closed:
             raise ConnectionClosedError("connection lost: channel is closed")
-        pending = list(segments)
+        pending = self._prepare(segments)
         try:
             while pending:
-                sent = self.sock.sendmsg(pending[:_MAX_SEGMENTS], [], socket.MSG_DONTWAIT)
-                pending = _advance(pending, sent)
+                pending = self._send_step(pending)
         except (BlockingIOError, InterruptedError):
             return pending
         except OSError as exc:
             self.close()
             raise ConnectionClosedError(f"connection lost: {exc}") from None
         return pending
+
+    def _prepare(self, segments: Sequence[Any]) -> list[Any]:
+        return list(segments)
+
+    def _send_step(self, pending: list[Any]) -> list[Any]:
+        # One non-blocking write; what is left. BlockingIOError when the socket takes nothing.
+        return _advance(
+            pending, self.sock.sendmsg(pending[:_MAX_SEGMENTS], [], socket.MSG_DONTWAIT)
+        )
 
     def _wait_writable(self, deadline: float | None) -> None:
         poller = select.poll()
@@ -650,55 +656,16 @@ class TLSServerChannel(_TLSReads, ServerChannel):
         except (ValueError, OSError):
             return None
 
-    def _send_some(self, data: memoryview) -> int:
+    def _prepare(self, segments: Sequence[Any]) -> list[Any]:
+        # SSLSocket has no sendmsg: a frame goes out as one buffer.
+        return [memoryview(_join(segments)).cast("B")]
+
+    def _send_step(self, pending: list[Any]) -> list[Any]:
+        data = pending[0]
         with self._ssl_lock:
             try:
-                return self.sock.send(data)
+                sent = self.sock.send(data)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise BlockingIOError from None
-
-    def send(self, segments: Sequence[Any]) -> None:
-        """Send one frame, waiting for writability up to the timeout.
-
-        Raises:
-            ConnectionClosedError: the channel is closed or the connection broke.
-            TimeoutError: the peer did not take the data in time; the channel is closed.
-        """
-        if self.closed:
-            raise ConnectionClosedError("connection lost: channel is closed")
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        data = memoryview(_join(segments)).cast("B")
-        try:
-            while data:
-                try:
-                    data = data[self._send_some(data) :]
-                except (BlockingIOError, InterruptedError):
-                    self._wait_writable(deadline)
-        except builtins.TimeoutError:
-            self.close()
-            raise TimeoutError("connection timeout sending") from None
-        except OSError as exc:
-            self.close()
-            raise ConnectionClosedError(f"connection lost: {exc}") from None
-
-    def send_partial(self, segments: Sequence[Any]) -> list[Any]:
-        """Send what the socket takes now, without waiting.
-
-        Returns:
-            What is left to send (empty when the frame went out whole).
-
-        Raises:
-            ConnectionClosedError: the channel is closed or the connection broke.
-        """
-        if self.closed:
-            raise ConnectionClosedError("connection lost: channel is closed")
-        data = memoryview(_join(segments)).cast("B")
-        try:
-            while data:
-                data = data[self._send_some(data) :]
-        except (BlockingIOError, InterruptedError):
-            return [data]
-        except OSError as exc:
-            self.close()
-            raise ConnectionClosedError(f"connection lost: {exc}") from None
-        return []
+        rest = data[sent:]
+        return [rest] if rest else []

@@ -754,3 +754,38 @@ class ArgParser:
         """
         if self.ignored:
             print("Ignored options:", " ".join("-" + letter for letter in self.ignored))
+
+
+def run_service(starter: Any, *, title: str, uri_line: str) -> int:
+    """Serve a started name server or event service until SIGTERM/SIGINT, as its CLI does.
+
+    Prints ``uri_line`` and ``"<title> started."``, runs ``starter.requestLoop()`` with the
+    signals mapped to ``starter.shutdown()``, and always calls ``starter.close()`` at the end.
+
+    Args:
+        starter: an object with ``requestLoop()``, ``shutdown()`` and ``close()``.
+        title: ``"Name Server"`` or ``"Event Server"`` (Pyro 3's wording).
+        uri_line: the line that announces the service's URI.
+
+    Returns:
+        The process exit status: 0 after a clean stop, 1 when the loop failed.
+    """
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        starter.shutdown()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(uri_line, flush=True)
+    print(f"{title} started.", flush=True)
+    try:
+        starter.requestLoop()
+    except Exception as exc:  # report, then stop cleanly with a failure status
+        print(f"{title} stopped on an error: {exc!r}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        starter.close()
+    print(f"{title} shut down.", flush=True)
+    return 0

@@ -9,12 +9,11 @@ message on stderr when it cannot start; stops cleanly on SIGTERM and SIGINT.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 import pyroact
+from pyroact import util
 from pyroact.errors import DaemonError, NamingError, PyroError
 
 from .server import EventService, EventServiceStarter
@@ -129,23 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Cannot start the Event Server: {exc}", file=sys.stderr)
         return 1
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        starter.shutdown()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    print(f"URI= {uri}", flush=True)
-    print("Event Server started.", flush=True)
-    try:
-        starter.requestLoop()
-    except Exception as exc:  # report, then stop cleanly with a failure status
-        print(f"Event Server stopped on an error: {exc!r}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        starter.close()
-    print("Event Server shut down.", flush=True)
-    return 0
+    return util.run_service(starter, title="Event Server", uri_line=f"URI= {uri}")
 
 
 if __name__ == "__main__":
