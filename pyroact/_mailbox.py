@@ -100,6 +100,13 @@ class ThreadPool:
     calls deeper than the pool (A→B→A→B…) do not deadlock: at most ``max_threads`` threads
     run while any number wait on the calls they made.
 
+    Wake-ups are paced: while one thread is on its way (woken or just started, not running
+    yet), new tasks queue behind it, and each thread that arrives wakes the next one if work
+    is still queued. A burst of tasks (a client's oneway calls) therefore costs one wake-up
+    at a time instead of one per task all at once, which under the GIL would only make the
+    woken threads queue for it; the threads that are running take queued tasks before they
+    park.
+
     Args:
         max_threads: the most threads running tasks at once.
         name: thread name prefix.
@@ -116,13 +123,14 @@ class ThreadPool:
         self._name = name
         self._idle_timeout = idle_timeout
         self._tasks: collections.deque[Task] = collections.deque()
-        # Each idle thread parks on a lock of its own; submit hands a task straight to one and
-        # releases that lock: one futex wake, none of Condition's Python-level bookkeeping.
+        # Each idle thread parks on a lock of its own; a wake-up hands a task straight to one
+        # and releases that lock: one futex wake, none of Condition's Python-level bookkeeping.
         self._idle: list[_Slot] = []
         self._lock = threading.Lock()
         self._exited = threading.Condition(self._lock)
         self._threads = 0
         self._blocked = 0
+        self._waking = 0  # threads woken or started that have not arrived yet
         self._started = 0
         self._closed = False
 
@@ -132,7 +140,7 @@ class ThreadPool:
         return self._threads
 
     def submit(self, task: Task) -> None:
-        """Hand ``task`` to an idle thread, or queue it (starting a thread if the bound allows).
+        """Run ``task`` on a pool thread as soon as one is free.
 
         Args:
             task: the work.
@@ -143,30 +151,80 @@ class ThreadPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("thread pool is shut down")
-            if self._idle:
-                slot = self._idle.pop()
-                slot.task = task
-                slot.parked.release()
-                return
             self._tasks.append(task)
-            self._start_if_allowed()
+            if not self._waking:
+                self._dispatch_queued()
 
-    def _start_if_allowed(self) -> None:
-        # Called with the lock held: start a thread while fewer than max_threads threads run
-        # tasks (threads blocked in nested calls do not count).
-        if self._threads - self._blocked < self.max_threads:
-            self._threads += 1
-            self._started += 1
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{self._started}", daemon=True
-            )
+    def hand_off(self, task: Task) -> bool:
+        """Give ``task`` to an idle thread or a new one now; False when it would only queue.
+
+        The process-mode worker uses this to pass the reading of its link to another thread
+        before it runs the call it just read (leader/follower): the call then starts without
+        waking a thread, and the link is never left unread.
+
+        Args:
+            task: the work.
+
+        Returns:
+            True when a thread has the task; False (nothing done) when every thread is busy.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            if self._idle:
+                self._wake(self._idle.pop(), task)
+                return True
+            if self._threads - self._blocked >= self.max_threads:
+                return False
+            self._tasks.appendleft(task)
+            return self._start_thread()
+
+    def _dispatch_queued(self) -> None:
+        # Called with the lock held: start the head of the queue on an idle thread, or on a
+        # new thread while the bound allows (threads blocked in nested calls do not count).
+        if not self._tasks or self._closed:
+            return
+        if self._idle:
+            self._wake(self._idle.pop(), self._tasks.popleft())
+        elif self._threads - self._blocked < self.max_threads:
+            self._start_thread()
+
+    def _wake(self, slot: _Slot, task: Task) -> None:
+        slot.task = task
+        self._waking += 1
+        slot.parked.release()
+
+    def _start_thread(self) -> bool:
+        # Called with the lock held; the new thread takes the head of the queue.
+        self._threads += 1
+        self._started += 1
+        self._waking += 1
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{self._started}", daemon=True
+        )
+        try:
             thread.start()
+        except RuntimeError:
+            # The interpreter cannot start a thread now (resource limits): the queued work
+            # waits for a running thread instead of being lost.
+            self._threads -= 1
+            self._waking -= 1
+            log.exception("cannot start a pool thread (%d running)", self._threads)
+            return False
+        return True
+
+    def _arrived(self) -> None:
+        # Called with the lock held by a thread that was woken or started: it has its task,
+        # so the next queued task (if any) gets a thread of its own.
+        self._waking -= 1
+        if not self._waking:
+            self._dispatch_queued()
 
     def _enter_blocking(self) -> None:
         with self._lock:
             self._blocked += 1
-            if self._tasks and not self._closed:
-                self._start_if_allowed()
+            if not self._waking:
+                self._dispatch_queued()
 
     def _exit_blocking(self) -> None:
         with self._lock:
@@ -187,17 +245,25 @@ class ThreadPool:
                     return None
             # A task was handed over just as the wait timed out: take it.
             slot.parked.acquire()
-        return slot.task
+        task = slot.task
+        if task is not None:  # None: the pool is shutting down
+            with self._lock:
+                self._arrived()
+        return task
 
     def _work(self) -> None:
         _worker.pool = self
         slot = _Slot()
         try:
+            with self._lock:
+                task = self._tasks.popleft() if self._tasks else None
+                self._arrived()
             while True:
+                if task is not None:
+                    _run_logged(task)
                 task = self._next_task(slot)
                 if task is None:
                     return
-                _run_logged(task)
         finally:
             with self._lock:
                 self._threads -= 1
@@ -257,10 +323,24 @@ class Mailbox:
         return self.inflight
 
     def post(self, task: Task) -> None:
-        """Add a call.
+        """Add a call; the executor starts it when its turn comes.
 
         Args:
-            task: runs the call and reports its outcome itself; it returns True-ish on success.
+            task: runs the call and reports its outcome itself.
+
+        Raises:
+            BusyError: the mailbox already holds ``maxsize`` calls.
+        """
+        start = self.admit(task)
+        if start is not None:
+            self._submit(start)
+
+    def admit(self, task: Task) -> Task | None:
+        """Add a call in order, returning what must run now instead of submitting it.
+
+        Returns:
+            The task that starts the call (or drains a serial mailbox), for the caller to run
+            or submit; None when the call waits behind a running one of a serial mailbox.
 
         Raises:
             BusyError: the mailbox already holds ``maxsize`` calls.
@@ -279,8 +359,7 @@ class Mailbox:
                 self._queue.append(task)
                 start = None if self._running else self._drain
                 self._running = True
-        if start is not None:
-            self._submit(start)
+        return start
 
     def _finish(self) -> None:
         with self._lock:

@@ -3,11 +3,13 @@
 How it works
 ------------
 ``python -m pyroact._worker --fd N ...`` is started by :mod:`pyroact.svr_procpool` with one end
-of a Unix socket pair (the *link*; its frame format is in that module's docstring). The main
-thread reads the link: control requests (object id ``""``) are handled at once, in order, and
-each call is posted to its object's :class:`~pyroact._mailbox.Mailbox`, which runs it on the
-worker's thread pool with the same :func:`pyroact.core.execute_call` the other modes use, so
-``SynchronizedObjBase`` means one call at a time here too. Each client connection has its own
+of a Unix socket pair (the *link*; its frame format is in that module's docstring). One thread
+of the worker's pool at a time reads the link (leader/follower): control requests (object id
+``""``) are handled at once, in order, and each call enters its object's
+:class:`~pyroact._mailbox.Mailbox` in arrival order; then the reader passes the reading to
+another pool thread and runs the call itself, with the same :func:`pyroact.core.execute_call`
+the other modes use, so ``SynchronizedObjBase`` means one call at a time here too and a call
+starts without a thread hand-off. Each client connection has its own
 thread-local storage in the worker, whose ``caller`` carries the address and the validator's
 attributes the parent forwarded.
 
@@ -23,6 +25,7 @@ import argparse
 import logging
 import os
 import pickle
+import queue
 import socket
 import sys
 import threading
@@ -34,7 +37,7 @@ import pyroact
 
 from . import _wirespec as spec
 from . import core, serializer
-from ._mailbox import Mailbox, ThreadPool
+from ._mailbox import Mailbox, Task, ThreadPool, blocking
 from .errors import BusyError, DaemonError, ProtocolError, PyroError
 from .protocol import LocalStorage, current_call
 from .transport import Channel
@@ -94,6 +97,8 @@ class WorkerDaemon:
         self._lock = threading.RLock()
         self._reap_age: float | None = None
         self._reaper: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._outbox: queue.SimpleQueue[Sequence[Any] | None] = queue.SimpleQueue()
 
     # -- link ----------------------------------------------------------------------------------
 
@@ -107,9 +112,20 @@ class WorkerDaemon:
         self.send(encode_frame(spec.MSG_ONEWAY, method=name, payload=pickle.dumps(args, 5)))
 
     def _send_later(self, segments: Sequence[Any]) -> None:
-        # The main thread only reads the link: if it blocked on a send while the parent blocked
-        # sending to it, both would wait forever. A pool thread sends instead.
-        self.pool.submit(lambda: self.send(segments))
+        # The thread reading the link never sends: if it blocked on a send while the parent
+        # blocked sending to it, both would wait forever. The sender thread sends instead,
+        # so control answers never wait for a busy call thread either.
+        self._outbox.put(segments)
+
+    def _send_outbox(self) -> None:
+        while True:
+            segments = self._outbox.get()
+            if segments is None:
+                return
+            try:
+                self.send(segments)
+            except PyroError:
+                return  # the parent is gone: the reader ends the process
 
     def _reply_exception(self, seq: int, exc: BaseException) -> None:
         self._send_later(
@@ -202,23 +218,47 @@ class WorkerDaemon:
     # -- serving -------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        """Read the link until the parent says CLOSE or goes away."""
+        """Serve the link until the parent says CLOSE or goes away."""
+        sender = threading.Thread(target=self._send_outbox, name="pyroact-sender", daemon=True)
+        sender.start()
         self.notify("ready", os.getpid())
+        self.pool.submit(self._lead)
+        self._closed.wait()
+        self.pool.shutdown(5.0)
+        self._outbox.put(None)
+        sender.join(5.0)
+        log.info("worker %d stats at shutdown: %s", self.index, self.stats())
+
+    def _lead(self) -> None:
+        # Leader/follower: one pool thread at a time reads the link. When it reads a call and
+        # nothing else is waiting on the link, it hands the reading to another thread and runs
+        # the call itself, so the call starts without a thread wake-up; otherwise it queues
+        # the call and keeps reading, so the link is never left unread.
         while True:
-            try:
-                frame = self.link.recv_frame()
-            except PyroError:
-                os._exit(0)  # the parent is gone: share its fate at once
+            with blocking():  # waiting on the link does not hold one of the pool's threads
+                try:
+                    frame = self.link.recv_frame()
+                except PyroError:
+                    os._exit(0)  # the parent is gone: share its fate at once
             if frame.msg_type == spec.MSG_CLOSE:
-                self.pool.shutdown(5.0)
-                log.info("worker %d stats at shutdown: %s", self.index, self.stats())
+                self._closed.set()
                 return
             if frame.object_id == "":
                 self._control(frame)
-            else:
-                self._call(frame)
+                continue
+            start = self._admit(frame)
+            if start is None:
+                continue
+            if not self.link.pending() and self.pool.hand_off(self._lead):
+                start()
+                return
+            # More frames are already here (a burst of oneways), or every thread is busy:
+            # the pool runs this call while the reader goes on.
+            self.pool.submit(start)
 
-    def _call(self, frame: Frame) -> None:
+    def _admit(self, frame: Frame) -> Task | None:
+        # Puts the call in its object's mailbox (in arrival order) and returns what runs it
+        # now, if anything: the reader decides which thread that is.
         conn_id, _, method = frame.method.partition(":")
         entry = self.objects.get(frame.object_id)
         oneway = frame.msg_type == spec.MSG_ONEWAY
@@ -226,11 +266,11 @@ class WorkerDaemon:
             self._reply_exception(
                 frame.seq, ProtocolError(f"unknown object ID {frame.object_id!r}")
             )
-            return
+            return None
         refusal = core._refusal(entry.obj, method)
         if refusal is not None:
             self._reply_exception(frame.seq, AttributeError(refusal))
-            return
+            return None
         frame.method = method
         tls = self._tls.get(conn_id) or self._open_tls(conn_id, None, {})
 
@@ -245,9 +285,10 @@ class WorkerDaemon:
             )
 
         try:
-            entry.mailbox.post(run)
+            return entry.mailbox.admit(run)
         except BusyError as exc:
             self._reply_exception(frame.seq, exc)
+            return None
 
     def _open_tls(self, conn_id: str, addr: Any, attrs: dict[str, Any]) -> LocalStorage:
         tls = LocalStorage()
@@ -280,6 +321,8 @@ class WorkerDaemon:
 
     def _control_configure(self, config: Any) -> None:
         pyroact.__dict__["config"] = config
+        # The pool was made before the daemon's configuration arrived.
+        self.pool.max_threads = max(1, int(config.PYRO_THREADPOOL_SIZE))
 
     def _control_connect(
         self, guid: str, name: str | None, blob: bytes, is_factory: bool, persistent: bool

@@ -496,6 +496,41 @@ def test_a_full_mailbox_gives_busy_errors(tmp_path: Path) -> None:
             p._release()
 
 
+def test_a_worker_keeps_reading_its_link_while_every_call_thread_is_busy(tmp_path: Path) -> None:
+    # One call thread per worker: while it runs a blocked call, the worker still answers the
+    # daemon (stats) and queues the next call, which runs once the thread is free.
+    with config_values(PYRO_THREADPOOL_SIZE=1), serving("process", workers=1) as d:
+        blocker = DynamicProxy(d.connect(SyncRecorder))
+        other = DynamicProxy(d.connect(Worker))
+        release = tmp_path / "release"
+        results = {}
+        threads = [
+            threading.Thread(target=lambda: results.update(block=blocker.block(str(release)))),
+        ]
+        threads[0].start()
+        try:
+            wait_until(
+                lambda: any(
+                    o["queue_depth"] for o in d.getStats()["workers"][0]["objects"].values()
+                ),
+                what="the blocking call to be running",
+            )
+            echoed = threading.Event()
+            threads.append(
+                threading.Thread(target=lambda: (results.update(echo=other.echo(7)), echoed.set()))
+            )
+            threads[1].start()
+            assert d.getStats()["workers"][0]["alive"]  # the link is still read
+            assert not echoed.wait(0.2), "a second call ran while the only call thread was busy"
+        finally:
+            release.touch()
+            for t in threads:
+                t.join(10)
+        assert results == {"block": True, "echo": 7}
+        blocker._release()
+        other._release()
+
+
 # -- observability -------------------------------------------------------------------------
 
 
