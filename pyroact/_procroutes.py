@@ -300,10 +300,25 @@ class ProcessRouter:
             if not oneway:
                 daemon.refuse(conn, frame.seq, exc, close=False)
             return
-        background = oneway and daemon.config.PYRO_ONEWAY_THREADED
-        if not background:
-            daemon.pause(conn)
-        on_done = self._reply_handler(conn, frame, oneway, background, label)
+        if oneway and daemon.config.PYRO_ONEWAY_THREADED:
+            # Nobody waits for it: the worker answers nothing, so a burst of oneway calls
+            # costs one frame each, not two; the worker logs its failures and drains it at
+            # shutdown.
+            try:
+                handle.send_call(
+                    frame.msg_type,
+                    object_id=frame.object_id,
+                    method=f"{key}:{frame.method}",
+                    payload=frame.payload,
+                    buffers=frame.buffers,
+                    flags=frame.flags,
+                    pending=None,
+                )
+            except WorkerDiedError as exc:
+                log.warning("oneway call %s failed: %s", label, exc)
+            return
+        daemon.pause(conn)
+        on_done = self._reply_handler(conn, frame, oneway, label)
         try:
             handle.send_call(
                 frame.msg_type,
@@ -318,14 +333,13 @@ class ProcessRouter:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
 
     def _reply_handler(
-        self, conn: Any, frame: Frame, oneway: bool, background: bool, label: str
+        self, conn: Any, frame: Frame, oneway: bool, label: str
     ) -> Callable[[Frame | None, BaseException | None], None]:
         seq = frame.seq
         daemon = self.daemon
 
         def resume() -> None:
-            if not background:
-                daemon.resume(conn)
+            daemon.resume(conn)
 
         def on_done(reply: Frame | None, error: BaseException | None) -> None:
             # Runs on the thread reading the worker's link, which must never block: the reply

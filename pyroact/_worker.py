@@ -128,6 +128,9 @@ class WorkerDaemon:
                 return  # the parent is gone: the reader ends the process
 
     def _reply_exception(self, seq: int, exc: BaseException) -> None:
+        if not seq:  # a oneway call nobody waits for: its failure can only be logged
+            log.warning("oneway call refused in worker %d: %s", self.index, exc)
+            return
         self._send_later(
             encode_frame(spec.MSG_EXCEPTION, seq=seq, payload=serializer.dumps_exception(exc, []))
         )
@@ -277,7 +280,8 @@ class WorkerDaemon:
         def run() -> None:
             outcome = core.execute_call(entry, frame, tls, pyroact.config)
             if oneway:
-                self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
+                if frame.seq:  # the parent waits for the end of this oneway call
+                    self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
                 return
             msg_type, payload, buffers, flags = outcome.encode(pyroact.config.PYRO_OOB_THRESHOLD)
             self.send(

@@ -8,7 +8,8 @@ module starts the workers (fresh interpreters: ``python -m pyroact._worker``, ne
 the threaded parent) and owns one *link* per worker, a Unix socket pair that carries the same
 frames as the network:
 
-* parent → worker: ``REQUEST``/``ONEWAY`` with ``seq`` = a call id of the link, the target
+* parent → worker: ``REQUEST``/``ONEWAY`` with ``seq`` = a call id of the link (0: answer
+  nothing; the parent sends oneway calls it does not wait for that way), the target
   object id, ``method`` = ``"<connection id>:<method name>"``, and the client's payload and
   buffers untouched (the parent never unpickles them); control requests (object id ``""``)
   with a pickled argument tuple from the parent itself.
@@ -108,15 +109,18 @@ class WorkerHandle:
     ) -> None:
         """Send one frame to the worker, recording ``pending`` under a fresh call id.
 
+        Without ``pending`` the frame goes with call id 0: the worker sends no answer to it.
+
         Raises:
             WorkerDiedError: the worker is gone.
         """
         with self.lock:
             if not self.alive:
                 raise WorkerDiedError(f"worker {self.index} is not running")
-            call_id = self.next_id
-            self.next_id = (call_id + 1) & spec.MAX_SEQ or 1
+            call_id = 0
             if pending is not None:
+                call_id = self.next_id
+                self.next_id = (call_id + 1) & spec.MAX_SEQ or 1
                 self.pending[call_id] = pending
             self.calls += 1
             segments = encode_frame(

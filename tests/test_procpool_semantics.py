@@ -315,6 +315,23 @@ def test_oneway_calls_send_no_reply_and_keep_their_order(pdaemon: Daemon) -> Non
         raw.close()
 
 
+def test_oneway_calls_nobody_waits_for_are_not_tracked_and_all_run(pdaemon: Daemon) -> None:
+    # PYRO_ONEWAY_THREADED (the default): the parent sends them with call id 0 and the worker
+    # answers nothing, so a burst leaves no pending entry behind and costs one frame per call.
+    uri = pdaemon.connect(SyncRecorder)
+    worker = worker_of(pdaemon, uri.objectID)
+    proxy = DynamicProxy(uri)
+    proxy._setOneway("record")
+    try:
+        for i in range(200):
+            proxy.record(i)
+        assert pdaemon._router.pool.worker(worker).load == 0  # nothing tracked for oneways
+        wait_until(lambda: len(proxy.get_log()) == 200, what="every oneway call to run")
+        assert proxy.get_log() == list(range(200))  # one mailbox: arrival order kept
+    finally:
+        proxy._release()
+
+
 def test_proxy_timeout_on_a_blocking_worker_method(pdaemon: Daemon) -> None:
     proxy = pdaemon.connect(Worker).getProxy()
     proxy._setTimeout(0.3)
