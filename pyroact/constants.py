@@ -15,6 +15,9 @@ INTERNAL_DAEMON_GUID: Final = "c0000000011000001000000010000001"
 NAMESERVER_NAME: Final = ":Pyro.NameServer"
 EVENTSERVER_NAME: Final = ":Pyro.EventService"
 TRACEBACK_ATTRIBUTE: Final = "remote_stacktrace"
+# Mobile code: the most modules one call may supply (or one reply may retrieve), dependencies
+# included; a bound on the round trips a call can cause.
+MOBILE_CODE_MAX_MODULES: Final = 16
 
 RIF_Varargs: Final = 1
 RIF_Keywords: Final = 2

@@ -6,8 +6,10 @@ The names are Pyro 3's (``Pyro.core`` → ``pyroact.core``): ``ObjBase``, ``Sync
 
 Unlike Pyro 3, only public names are remotely reachable: names starting with ``_`` and
 ``ObjBase``'s own management methods are refused before anything is unpickled, except the
-attribute-access internals (``_r_ha``, ``_r_ga``, ``_r_sa``) and the numeric and container
-dunders the object's class itself defines (so ``remote += 1`` works).
+attribute-access internals (``_r_ha``, ``_r_ga``, ``_r_sa``), the mobile-code entry points
+(``remote_supply_code``, ``remote_retrieve_code``, which check ``PYRO_MOBILE_CODE`` and the
+object's code validator themselves) and the numeric and container dunders the object's class
+itself defines (so ``remote += 1`` works).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from .errors import (
     BusyError,
     DaemonError,
     NamingError,
+    NoModuleError,
     ProtocolError,
     PyroError,
     SerializeError,
     URIError,
+    _InternalNoModuleError,
 )
 from .protocol import (
     CONNECTION_FIELDS,
@@ -347,6 +351,11 @@ class ObjBase:
     def setCodeValidator(self, validator: Callable[..., bool]) -> None:
         """Set the mobile-code validator ``validator(name, module, address) -> bool``.
 
+        It is asked before a client's module is installed here, as ``(name, source,
+        address)``, and before this process's source of a module is sent to a client, as
+        ``(name, None, None)``; only a true result allows it. Without a validator, both are
+        denied (see :mod:`pyroact.mobile` for ready-made validators).
+
         Args:
             validator: the callable.
 
@@ -356,6 +365,93 @@ class ObjBase:
         if not callable(validator):
             raise TypeError("codevalidator must be a callable object")
         self.codeValidator = validator
+
+    def remote_supply_code(self, name: str, source: str, address: Any) -> None:
+        """Install module ``name`` from the Python ``source`` a client supplies (mobile code).
+
+        A client's proxy calls this when the arguments of its call need a module this
+        process lacks, then sends the call again. It needs ``PYRO_MOBILE_CODE`` on here and
+        the object's code validator to accept ``(name, source, address)``. A module this
+        process already has is not replaced.
+
+        Args:
+            name: the dotted module name.
+            source: the module's Python source text (bytecode is refused).
+            address: where the code comes from. In a remote call the validator gets the
+                client address this server sees for the connection instead, which the
+                client cannot forge.
+
+        Raises:
+            PyroError: ``'attempt to supply code denied'`` (mobile code off, no validator,
+                the validator said no, or the source is not text), or the module cannot be
+                installed under that name.
+            Exception: what the module's code raised while it ran. When it imports another
+                module this process lacks, the client is asked for that one and then calls
+                this again.
+        """
+        if not isinstance(name, str) or not isinstance(source, str):
+            raise PyroError(
+                "attempt to supply code denied: mobile code is a module name and its Python "
+                f"source text, not {type(name).__name__} and {type(source).__name__}"
+            )
+        caller = current_call.connection
+        if caller is not None:
+            address = caller.addr
+        self._pyroact_check_mobile_code("supply", name, source, address)
+        try:
+            serializer.install_module(name, source, origin=f"client {address}")
+        except NoModuleError as exc:
+            raise _InternalNoModuleError(exc.name) from None
+
+    def remote_retrieve_code(self, name: str) -> str:
+        """The Python source of module ``name``, for a client that lacks it (mobile code).
+
+        A client's proxy with ``PYRO_MOBILE_CODE`` on calls this when a result needs a module
+        the client does not have. It needs ``PYRO_MOBILE_CODE`` on here and the object's code
+        validator to accept ``(name, None, None)``.
+
+        Args:
+            name: the dotted module name.
+
+        Returns:
+            The module's source text.
+
+        Raises:
+            PyroError: ``'attempt to retrieve code denied'``, ``'Client wanted a non-existing
+                module'`` or ``'cannot read module source code'``.
+        """
+        if not isinstance(name, str):
+            raise PyroError(f"attempt to retrieve code denied: {name!r} is not a module name")
+        self._pyroact_check_mobile_code("retrieve", name, None, None)
+        try:
+            source = serializer.module_source(name)
+        except NoModuleError:
+            log.warning("a client wanted the code of a module this process lacks: %s", name)
+            raise PyroError(f"Client wanted a non-existing module: {name!r}") from None
+        log.info("sending the source of module %s to a client", name)
+        return source
+
+    def _pyroact_check_mobile_code(
+        self, action: str, name: str, source: str | None, address: Any
+    ) -> None:
+        if not pyroact.config.PYRO_MOBILE_CODE:
+            raise PyroError(
+                f"attempt to {action} code denied: module {name!r}: PYRO_MOBILE_CODE is off "
+                "in the server"
+            )
+        validator = getattr(self, "codeValidator", None)
+        if validator is None:
+            raise PyroError(
+                f"attempt to {action} code denied: module {name!r}: the object has no code "
+                "validator, and mobile code is denied without one; the server allows it with "
+                f"{type(self).__name__}.setCodeValidator(validator), for example "
+                "pyroact.mobile.allow_modules('agent.*') or pyroact.mobile.accept_all"
+            )
+        if not validator(name, source, address):
+            log.warning("code validator denied: %s code of module %s (%s)", action, name, address)
+            raise PyroError(
+                f"attempt to {action} code denied by the code validator: module {name!r}"
+            )
 
     def _gotReaped(self) -> None:
         """Called once after the daemon reaped (disconnected) this idle transient object."""
@@ -404,6 +500,9 @@ _MANAGEMENT_NAMES = frozenset(n for n in dir(ObjBase) if not n.startswith("_")) 
     "remote_retrieve_code",
 }
 _ATTRIBUTE_CALLS = frozenset({"_r_ha", "_r_ga", "_r_sa"})
+_MOBILE_CODE_CALLS = frozenset({"remote_supply_code", "remote_retrieve_code"})
+# Internal calls that go to the ObjBase itself, never to its delegate.
+_OWN_CALLS = _ATTRIBUTE_CALLS | _MOBILE_CODE_CALLS
 _FORWARDED_DUNDERS = (
     "__len__ __getitem__ __setitem__ __delitem__ __contains__ "
     "__add__ __sub__ __mul__ __truediv__ __floordiv__ __mod__ __pow__ __matmul__ "
@@ -422,7 +521,7 @@ def _check_attribute_name(attr: Any) -> None:
 
 def _refusal(obj: ObjBase, method: str) -> str | None:
     """Why ``method`` may not be called remotely on ``obj`` (None when it may)."""
-    if method in _ATTRIBUTE_CALLS:
+    if method in _OWN_CALLS:
         return None
     if method in _DUNDER_SET:
         target = type(obj._pyroact_target())
@@ -535,15 +634,19 @@ class DynamicProxy:
         )
 
     def _invokePYRO(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
-        adapter = self.adapter
+        return self.adapter.invoke(
+            self._pyroact_bound_id(), name, args, kwargs, oneway=name in self._pyroact_oneway
+        )
+
+    def _pyroact_bound_id(self) -> str:
+        # The object id to call; a PYROLOC name is resolved (once) by connecting.
         if self.URI.protocol in ("PYROLOC", "PYROLOCSSL"):
+            adapter = self.adapter
             with adapter.lock:
                 if self.URI.protocol in ("PYROLOC", "PYROLOCSSL"):
                     adapter.bindToURI(self.URI)
                     object.__setattr__(self, "objectID", self.URI.objectID)
-        return adapter.invoke(
-            self.objectID, name, args, kwargs, oneway=name in self._pyroact_oneway
-        )
+        return self.objectID
 
     # Pyro 3's proxy methods.
 
@@ -801,12 +904,9 @@ def execute_call(entry: _Entry, frame: Frame, tls: Any, config: Any) -> CallOutc
     current_call.tls, current_call.connection = tls, getattr(tls, "caller", None)
     method = frame.method
     try:
-        payload = frame.payload
-        if frame.flags & spec.FLAG_COMPRESSED:
-            payload = serializer.decompress(payload, max_size=config.PYRO_MAX_MESSAGE_SIZE)
-        args, kwargs = serializer.loads_call(payload, frame.buffers)
+        args, kwargs = _call_arguments(frame, config)
         obj = entry.obj
-        target = obj if method in _ATTRIBUTE_CALLS else obj._pyroact_target()
+        target = obj if method in _OWN_CALLS else obj._pyroact_target()
         outcome = CallOutcome(getattr(target, method)(*args, **kwargs), None, [])
     except BaseException as exc:
         # SystemExit and friends from a remote method go back to the caller too, rather than
@@ -824,6 +924,20 @@ def execute_call(entry: _Entry, frame: Frame, tls: Any, config: Any) -> CallOutc
         current_call.tls = current_call.connection = None
         entry.obj.lastUsed = time.time()
     return outcome
+
+
+def _call_arguments(frame: Frame, config: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    payload = frame.payload
+    if frame.flags & spec.FLAG_COMPRESSED:
+        payload = serializer.decompress(payload, max_size=config.PYRO_MAX_MESSAGE_SIZE)
+    try:
+        return serializer.loads_call(payload, frame.buffers)
+    except NoModuleError as exc:
+        # Mobile code: this reply asks the client for the module; it supplies it and sends
+        # the call again. A oneway call has no reply to ask with, so it just fails.
+        if config.PYRO_MOBILE_CODE and frame.msg_type == spec.MSG_REQUEST and exc.name:
+            raise _InternalNoModuleError(exc.name) from None
+        raise
 
 
 class _Entry:
@@ -1347,8 +1461,14 @@ class Daemon(TCPServer, ObjBase):
         finally:
             if not background:
                 self.resume(conn)
-        if outcome.error is not None and isinstance(entry.obj, CallbackObjBase):
+        error = outcome.error
+        # A mobile-code request for a module is no failure of the callback: the call follows.
+        if (
+            error is not None
+            and isinstance(entry.obj, CallbackObjBase)
+            and not isinstance(error, _InternalNoModuleError)
+        ):
             if self.threaded:
-                self.callbackError(outcome.error)
+                self.callbackError(error)
             else:
-                self.callback_errors.append(outcome.error)
+                self.callback_errors.append(error)

@@ -9,6 +9,14 @@ and waits for its reply; a lock serialises threads that share the proxy. An idle
 is checked for EOF before it is reused, so a connection the server closed for idleness is
 reopened transparently (the request was never sent, so this is safe).
 
+*Mobile code, client side.* When the server answers a call with the internal "no module"
+signal, the adapter reads that module's source here and calls the object's
+``remote_supply_code`` (a module whose own imports are missing there too is answered the same
+way, recursively), then sends the call again; at most ``MOBILE_CODE_MAX_MODULES`` modules per
+call. With ``PYRO_MOBILE_CODE`` on here, a result that needs a module this process lacks is
+completed the other way round, through ``remote_retrieve_code``. Oneway calls get no reply,
+so they never take part.
+
 *Server side.* :class:`TCPServer` (the base of ``core.Daemon``) owns the listening socket, the
 connection validator and the table of :class:`TCPConnection`\\ s. A server mode from
 ``svr_single`` / ``svr_threads`` runs the I/O loop and calls back into the TCPServer: accept,
@@ -34,6 +42,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import pyroact
+
 from . import _connection as connection_sm
 from . import _mailbox, constants, serializer
 from . import _wirespec as spec
@@ -41,9 +51,11 @@ from .errors import (
     ConnectionClosedError,
     ConnectionDeniedError,
     DaemonError,
+    NoModuleError,
     ProtocolError,
     PyroError,
     TimeoutError,
+    _InternalNoModuleError,
 )
 from .transport import (
     Channel,
@@ -444,8 +456,6 @@ class PYROAdapter:
 
     def _tls_handshake(self, sock: socket.socket, URI: _URILike) -> ssl.SSLSocket:
         # The client side of PYROSSL: verify the server, never fall back to plain TCP.
-        import pyroact
-
         config = pyroact.config
         where = format_address(URI.address, URI.port)
         try:
@@ -565,11 +575,80 @@ class PYROAdapter:
             ConnectionClosedError: the connection broke (the call may or may not have run).
             TimeoutError: no reply within the timeout.
             ProtocolError: the connection failed or the server broke the protocol.
+            NoModuleError: the arguments need a module the server lacks (and mobile code
+                could not supply it), or the result needs one this process lacks.
+            PyroError: mobile code was denied, or needed more than
+                ``MOBILE_CODE_MAX_MODULES`` modules.
             BaseException: whatever the remote method raised, with ``remote_stacktrace``.
         """
         payload, buffers, flags = serializer.dumps_call(
             args, kwargs, oob_threshold=self.oob_threshold
         )
+        supplied = 0
+        while True:
+            try:
+                return self._call(object_id, method, payload, buffers, flags, oneway)
+            except _InternalNoModuleError as exc:
+                # Mobile code: the server lacks a module the arguments need. The call did not
+                # run there, so sending it again once the module is there is safe.
+                supplied = self._supply(object_id, str(exc.args[0]), supplied)
+
+    def supply_module(self, object_id: str, name: str) -> int:
+        """Upload module ``name`` (and what its module-level imports need) to an object's server.
+
+        Calls do this by themselves when the server asks; doing it beforehand lets a oneway
+        call, which gets no reply to ask with, use the module.
+
+        Args:
+            object_id: the object whose ``remote_supply_code`` (and code validator) is used.
+            name: the dotted module name.
+
+        Returns:
+            How many modules were sent.
+
+        Raises:
+            NoModuleError: the module (or one it needs) has no source here.
+            PyroError: the server denied the code, or more than ``MOBILE_CODE_MAX_MODULES``
+                modules were needed.
+        """
+        return self._supply(object_id, name, 0)
+
+    def _supply(self, object_id: str, name: str, supplied: int) -> int:
+        limit = constants.MOBILE_CODE_MAX_MODULES
+        if supplied >= limit:
+            raise PyroError(
+                f"mobile code: the server still lacks module {name!r} after {supplied} "
+                f"modules were supplied for one call, the limit (MOBILE_CODE_MAX_MODULES={limit})"
+            )
+        try:
+            source = serializer.module_source(name)
+        except PyroError as exc:
+            raise NoModuleError(
+                f"No module named {name!r} on the server, and it cannot be supplied from "
+                f"here: {exc}",
+                name=name,
+            ) from None
+        local = getattr(self.channel, "sock", None)
+        address = local.getsockname() if local is not None else None
+        payload, buffers, flags = serializer.dumps_call((name, source, address), {})
+        supplied += 1
+        while True:
+            try:
+                self._call(object_id, "remote_supply_code", payload, buffers, flags, False)
+                return supplied
+            except _InternalNoModuleError as exc:
+                # The module's own imports need another module the server lacks.
+                supplied = self._supply(object_id, str(exc.args[0]), supplied)
+
+    def _call(
+        self,
+        object_id: str,
+        method: str,
+        payload: Any,
+        buffers: Sequence[Any],
+        flags: int,
+        oneway: bool,
+    ) -> Any:
         with self.lock:
             channel, sm = self._ensure_connected()
             seq = sm.next_seq()
@@ -605,14 +684,14 @@ class PYROAdapter:
         if frame.seq != seq:
             self.release()
             raise ProtocolError(f"reply for sequence id {frame.seq}, expected {seq}")
-        return self._result_of(frame)
+        return self._result_of(frame, object_id)
 
-    def _result_of(self, frame: Frame) -> Any:
+    def _result_of(self, frame: Frame, object_id: str) -> Any:
         payload = frame.payload
         if frame.flags & spec.FLAG_COMPRESSED:
             payload = serializer.decompress(payload, max_size=self.max_message_size)
         if frame.msg_type == spec.MSG_REPLY:
-            return serializer.loads(payload, frame.buffers)
+            return self._load_result(object_id, payload, frame.buffers)
         if frame.msg_type == spec.MSG_EXCEPTION:
             exc = serializer.loads_exception(payload)
             if isinstance(exc, ProtocolError) and str(exc).startswith("unknown object ID"):
@@ -623,6 +702,46 @@ class PYROAdapter:
             self.release()
             raise ConnectionClosedError("connection lost: the server closed the connection")
         raise ProtocolError(f"unexpected {spec.MSG_NAMES[frame.msg_type]} frame as reply")
+
+    def _load_result(self, object_id: str, payload: Any, buffers: Sequence[Any]) -> Any:
+        retrieved: int | None = None
+        while True:
+            try:
+                return serializer.loads(payload, buffers)
+            except NoModuleError as exc:
+                if not exc.name or not pyroact.config.PYRO_MOBILE_CODE:
+                    raise
+                if retrieved is None:
+                    # The calls that fetch the code reuse this connection, whose receive
+                    # buffer the reply may still point into.
+                    payload = bytes(payload)
+                    buffers = [bytearray(memoryview(b)) for b in buffers]
+                    retrieved = 0
+                retrieved = self._retrieve(object_id, exc.name, retrieved)
+
+    def _retrieve(self, object_id: str, name: str, retrieved: int) -> int:
+        limit = constants.MOBILE_CODE_MAX_MODULES
+        if retrieved >= limit:
+            raise PyroError(
+                f"mobile code: module {name!r} is still missing after {retrieved} modules were "
+                f"retrieved for one result, the limit (MOBILE_CODE_MAX_MODULES={limit})"
+            )
+        source = self.invoke(object_id, "remote_retrieve_code", (name,), {})
+        if not isinstance(source, str):
+            raise PyroError(
+                f"mobile code: the server sent {type(source).__name__} for module {name!r}, "
+                "not Python source text"
+            )
+        retrieved += 1
+        uri = self.URI
+        origin = f"server {uri.address}:{uri.port}" if uri is not None else "a server"
+        while True:
+            try:
+                serializer.install_module(name, source, origin=origin)
+                return retrieved
+            except NoModuleError as exc:
+                # The module's own imports need another module this process lacks.
+                retrieved = self._retrieve(object_id, str(exc.name), retrieved)
 
     def __del__(self) -> None:
         # Pyro 3's proxies release their connection when they are collected; without this a

@@ -15,20 +15,41 @@ band.
 
 cloudpickle is the fallback for what plain pickle cannot do (lambdas, local functions,
 instances of classes defined in ``__main__``); it is not used on the common path.
+
+Mobile code
+-----------
+A pickle names the module of every class it uses, and unpickling imports it. When that
+module is missing, :func:`loads` raises :class:`~pyroact.errors.NoModuleError` whose ``name``
+is the full dotted module name the pickle refers to (found by ``Unpickler.find_class``;
+``ModuleNotFoundError.name`` would only give the first missing package). Mobile code
+(:mod:`pyroact.mobile`) ships that module's *source* (:func:`module_source`) and installs it
+on the other side (:func:`install_module`); both live here, below the protocol and the
+daemon, which use them. Installed sources are served by a finder at the end of
+``sys.meta_path``, so the import system itself gives the guarantees mobile code needs: a
+module the process already has is never replaced, each module runs once, threads that import
+it meanwhile wait until it is complete, and a failed module is removed from ``sys.modules``.
 """
 
 from __future__ import annotations
 
 import copyreg
 import functools
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import io
+import logging
 import pickle
+import sys
+import threading
+import types
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import _wirespec as spec
-from .errors import MessageTooLargeError, NoModuleError, RemoteError, SerializeError
+from .errors import MessageTooLargeError, NoModuleError, PyroError, RemoteError, SerializeError
 
 __all__ = [
     "DEFAULT_OOB_THRESHOLD",
@@ -37,14 +58,18 @@ __all__ = [
     "dumps",
     "dumps_call",
     "dumps_exception",
+    "install_module",
     "loads",
     "loads_call",
     "loads_exception",
+    "module_source",
 ]
 
 DEFAULT_OOB_THRESHOLD = 64 * 1024
 PROTOCOL = 5
 TRACEBACK_ATTRIBUTE = "remote_stacktrace"
+
+log = logging.getLogger("pyroact.system")
 
 Encoded = tuple[bytes, list[pickle.PickleBuffer], int]
 
@@ -162,15 +187,40 @@ def loads(payload: Any, buffers: Sequence[Any] = ()) -> Any:
         The value.
 
     Raises:
-        NoModuleError: a module the value needs is not importable here.
+        NoModuleError: a module the value needs is not importable here; its ``name`` is the
+            dotted name of the module the pickle refers to.
         SerializeError: the payload is not a valid pickle.
     """
     try:
         return pickle.loads(payload, buffers=buffers)
+    except ModuleNotFoundError:
+        pass
+    except Exception as exc:
+        raise SerializeError(f"cannot deserialise payload: {exc}") from exc
+    # The fast path above only learns the first missing package ('agent' for agent.shop);
+    # a second pass, through find_class, names the module the pickle refers to. Rare, so the
+    # common path keeps C pickle's speed.
+    try:
+        return _ModuleNamingUnpickler(io.BytesIO(payload), buffers=buffers).load()
+    except NoModuleError:
+        raise
     except ModuleNotFoundError as exc:
+        # Not a class reference: an import inside some __reduce__ callable.
         raise NoModuleError(f"No module named {exc.name!r}", name=exc.name) from None
     except Exception as exc:
         raise SerializeError(f"cannot deserialise payload: {exc}") from exc
+
+
+class _ModuleNamingUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or module
+            if module == missing or module.startswith(missing + "."):
+                missing = module
+            # Otherwise the module exists here but one of its own imports does not.
+            raise NoModuleError(f"No module named {missing!r}", name=missing) from None
 
 
 def dumps_call(
@@ -363,3 +413,167 @@ def decompress(payload: Any, *, max_size: int) -> bytes:
     if not inflater.eof or inflater.unused_data:
         raise SerializeError("invalid compressed payload: truncated stream or trailing bytes")
     return data
+
+
+# -- mobile code: module sources --------------------------------------------------------------
+
+_MOBILE_ORIGIN = "mobile:"
+
+
+def module_source(name: str) -> str:
+    """The Python source of module ``name``, as its loader gives it (never bytecode).
+
+    A module that itself arrived as mobile code gives the source it was installed from, so
+    code can be passed on (client -> server 1 -> server 2). A module that is not imported yet
+    is located without running it.
+
+    Args:
+        name: the dotted module name.
+
+    Returns:
+        The source text.
+
+    Raises:
+        NoModuleError: there is no such module here.
+        PyroError: ``name`` is not a dotted module name, or the module has no readable
+            source (``'cannot read module source code'``), for example a C extension, a
+            built-in or a ``.pyc``-only module.
+    """
+    _check_module_name(name)
+    module = sys.modules.get(name)
+    try:
+        spec_ = getattr(module, "__spec__", None) if module is not None else None
+        if spec_ is None:
+            spec_ = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec_ = None
+    if spec_ is None and module is None:
+        raise NoModuleError(f"No module named {name!r}", name=name)
+    loader = getattr(spec_, "loader", None) or getattr(module, "__loader__", None)
+    get_source = getattr(loader, "get_source", None)
+    source: str | None = None
+    if get_source is not None:
+        try:
+            source = get_source(name)
+        except ImportError:
+            source = None
+    if source is None:
+        raise PyroError(
+            f"cannot read module source code of {name!r}: its loader "
+            f"({type(loader).__name__}) has no source (only Python source files travel as "
+            "mobile code, never bytecode or extension modules)"
+        )
+    return source
+
+
+def install_module(name: str, source: str, *, origin: str) -> types.ModuleType:
+    """Make module ``name`` importable from ``source`` and import it (mobile code).
+
+    A module this process already has (imported, or importable from its own files) is never
+    replaced: the source is then ignored. Missing parent packages are created empty; existing
+    ones are reused. The source is kept, so a module whose own imports failed runs again on
+    its next import, once the missing module was supplied.
+
+    Args:
+        name: the dotted module name.
+        source: its Python source text.
+        origin: where the source came from, for the log.
+
+    Returns:
+        The module.
+
+    Raises:
+        TypeError: ``source`` is not text (bytecode is never accepted).
+        NoModuleError: the module's code imports a module this process lacks (``name``
+            attribute: that module), so it must be supplied first.
+        PyroError: ``name`` is not a dotted module name, or cannot be a module here (a
+            parent is not a package).
+        Exception: whatever the module's code raised while it ran.
+    """
+    _check_module_name(name)
+    if not isinstance(source, str):
+        raise TypeError(f"mobile code is Python source text (str), not {type(source).__name__}")
+    if name not in sys.modules:
+        _MOBILE_IMPORTER.add(name, source)
+        log.info("mobile module %s: %d characters of source from %s", name, len(source), origin)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name or not exc.name:
+            raise PyroError(f"cannot install mobile module {name!r}: {exc}") from None
+        raise NoModuleError(
+            f"No module named {exc.name!r} (imported by mobile module {name!r})", name=exc.name
+        ) from None
+
+
+def _check_module_name(name: Any) -> None:
+    # Absolute dotted names only: nothing relative, empty or made for path tricks.
+    if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+        raise PyroError(f"{name!r} is not a module name")
+
+
+class _MobileImporter(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
+    """Finds and loads the modules :func:`install_module` was given (last on the meta path)."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def add(self, name: str, source: str) -> None:
+        with self._lock:
+            self._sources[name] = source
+            if not self._installed:
+                # Last, so every real module of this process wins over a supplied one.
+                sys.meta_path.append(self)
+                self._installed = True
+        # A mobile module that was imported as a plain module becomes a package once a
+        # submodule of it arrives (its code has run already; only the import path changes).
+        parent = name.rpartition(".")[0]
+        while parent:
+            module = sys.modules.get(parent)
+            if module is not None and module.__loader__ is self and not hasattr(module, "__path__"):
+                module.__path__ = []
+                if module.__spec__ is not None:
+                    module.__spec__.submodule_search_locations = []
+            parent = parent.rpartition(".")[0]
+
+    def _has_children(self, name: str) -> bool:
+        prefix = name + "."
+        return any(known.startswith(prefix) for known in self._sources)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        with self._lock:
+            package = self._has_children(fullname)
+            if fullname not in self._sources and not package:
+                return None
+        spec_ = importlib.util.spec_from_loader(
+            fullname, self, origin=_MOBILE_ORIGIN + fullname, is_package=package
+        )
+        if spec_ is not None:
+            # __file__ = the origin: inspect and linecache then find the source through
+            # get_source, so remote tracebacks show the mobile code's lines.
+            spec_.has_location = True
+        return spec_
+
+    def get_source(self, fullname: str) -> str:
+        with self._lock:
+            if fullname in self._sources:
+                return self._sources[fullname]
+            if self._has_children(fullname):
+                return ""  # a parent package that only exists for its mobile submodules
+        raise ImportError(f"no mobile code for {fullname!r}", name=fullname)
+
+    def is_package(self, fullname: str) -> bool:
+        with self._lock:
+            return self._has_children(fullname)
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        return compile(
+            self.get_source(fullname), _MOBILE_ORIGIN + fullname, "exec", dont_inherit=True
+        )
+
+
+_MOBILE_IMPORTER = _MobileImporter()

@@ -26,6 +26,7 @@ EXPECTED = {
     "timeouts_reaping.py": "job reaped after idling: True",
     "usage_rules.py": "after remote += 50: 60 still a proxy: DynamicProxyWithAttrs",
     "demo.py": "primes below 1,000,000: 78498",
+    "mobile_code.py": "downloaded goods.Basket from the server: total 9",
 }
 # The feature examples also end with "<name> done"; demo.py (the README demo) does not.
 NO_DONE_LINE = {"demo.py"}
