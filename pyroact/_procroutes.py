@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import pickle
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,13 @@ def _caller_attributes(conn: Any, internal: frozenset[str]) -> dict[str, Any]:
     return attrs
 
 
+class _Holding(threading.local):
+    held: set[WorkerHandle]
+
+    def __init__(self) -> None:
+        self.held = set()
+
+
 class ProcessRouter:
     """The process-mode part of a daemon.
 
@@ -122,6 +130,8 @@ class ProcessRouter:
         # The last arguments of each setting broadcast to the workers ("configure",
         # "init_tls", "reap_age"), replayed on a restarted worker.
         self._settings: dict[str, tuple[Any, ...]] = {}
+        # Per thread: the workers it holds frames for (see forward and flush_held).
+        self._holding = _Holding()
         self.pool = WorkerPool(
             count,
             name=f"{daemon.hostname}:{daemon.port}",
@@ -303,7 +313,9 @@ class ProcessRouter:
         if oneway and daemon.config.PYRO_ONEWAY_THREADED:
             # Nobody waits for it: the worker answers nothing, so a burst of oneway calls
             # costs one frame each, not two; the worker logs its failures and drains it at
-            # shutdown.
+            # shutdown. While more of the client's frames wait, it is held and goes to the
+            # worker with them (flush_held() sends what is left when the batch ends).
+            later = bool(conn.backlog)
             try:
                 handle.send_call(
                     frame.msg_type,
@@ -313,9 +325,12 @@ class ProcessRouter:
                     buffers=frame.buffers,
                     flags=frame.flags,
                     pending=None,
+                    later=later,
                 )
             except WorkerDiedError as exc:
                 log.warning("oneway call %s failed: %s", label, exc)
+            if later:
+                self._holding.held.add(handle)
             return
         daemon.pause(conn)
         on_done = self._reply_handler(conn, frame, oneway, label)
@@ -331,6 +346,16 @@ class ProcessRouter:
             )
         except WorkerDiedError as exc:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
+
+    def flush_held(self) -> None:
+        """Send the frames this thread held for the workers (the end of a client's batch)."""
+        held = self._holding.held
+        while held:
+            handle = held.pop()
+            try:
+                handle.flush()
+            except WorkerDiedError as exc:
+                log.warning("oneway calls to worker %d were lost: %s", handle.index, exc)
 
     def _reply_handler(
         self, conn: Any, frame: Frame, oneway: bool, label: str

@@ -1418,6 +1418,11 @@ class Daemon(TCPServer, ObjBase):
         """
         user_log.warning("exception in callback: %r", exc)
 
+    def frames_done(self) -> None:
+        """After a batch of a connection's frames: send the frames held for workers."""
+        if self._router is not None:
+            self._router.flush_held()
+
     def dispatch_frame(self, conn: TCPConnection, frame: Frame) -> None:
         """Route one call frame to its object's mailbox (nothing is unpickled here)."""
         if self._router is not None:

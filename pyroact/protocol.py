@@ -1095,6 +1095,10 @@ class TCPServer:
                 self._process_backlog(conn)
             finally:
                 conn.processing.release()
+                self.frames_done()
+
+    def frames_done(self) -> None:
+        """Called after each batch of a connection's frames (the process mode sends held frames)."""
 
     def _process_backlog(self, conn: TCPConnection) -> None:
         while conn.backlog and not conn.paused and conn.connected:

@@ -90,6 +90,9 @@ class WorkerHandle:
         self.ready = threading.Event()
         # Keys of the client connections this worker holds a thread-local storage for.
         self.sessions: set[str] = set()
+        # Frames encoded but not sent yet (send_call(..., later=True)), sent with the next
+        # frame or by flush(): a burst of a client's frames costs one write to the link.
+        self._held: list[Any] = []
 
     @property
     def load(self) -> int:
@@ -106,10 +109,13 @@ class WorkerHandle:
         buffers: Sequence[Any],
         flags: int,
         pending: PendingCall | None,
+        later: bool = False,
     ) -> None:
         """Send one frame to the worker, recording ``pending`` under a fresh call id.
 
         Without ``pending`` the frame goes with call id 0: the worker sends no answer to it.
+        With ``later`` the frame is held until the next frame sent without it, or
+        :meth:`flush`; whoever passes ``later`` must make sure one of those follows.
 
         Raises:
             WorkerDiedError: the worker is gone.
@@ -132,10 +138,34 @@ class WorkerHandle:
                 buffers=buffers,
                 flags=flags,
             )
+            if later:
+                self._held.extend(segments)
+                return
+            if self._held:
+                segments = [*self._held, *segments]
+                self._held.clear()
             try:
                 self.channel.send(segments)
             except PyroError as exc:
                 self.pending.pop(call_id, None)
+                raise WorkerDiedError(f"worker {self.index} link failed: {exc}") from None
+
+    def flush(self) -> None:
+        """Send the frames held by ``send_call(..., later=True)``, if any.
+
+        Raises:
+            WorkerDiedError: the worker is gone (its pending calls fail with its death).
+        """
+        with self.lock:
+            if not self._held:
+                return
+            segments = list(self._held)
+            self._held.clear()
+            if not self.alive:
+                raise WorkerDiedError(f"worker {self.index} is not running")
+            try:
+                self.channel.send(segments)
+            except PyroError as exc:
                 raise WorkerDiedError(f"worker {self.index} link failed: {exc}") from None
 
 

@@ -332,6 +332,35 @@ def test_oneway_calls_nobody_waits_for_are_not_tracked_and_all_run(pdaemon: Daem
         proxy._release()
 
 
+def test_a_burst_of_oneway_frames_reaches_the_worker_in_few_writes(pdaemon: Daemon) -> None:
+    # 50 oneway frames arriving in one read are held and written to the worker's link
+    # together (not one write each), and still run in order with the call after them.
+    guid = pdaemon.connect(SyncRecorder).objectID
+    handle = pdaemon._router.pool.worker(worker_of(pdaemon, guid))
+    writes: list[int] = []
+    real_send = handle.channel.send
+
+    def counting_send(segments: Any) -> None:
+        writes.append(len(segments))
+        real_send(segments)
+
+    raw = RawClient(pdaemon.port)
+    raw.call(guid, "get_log")  # the connection is known to the worker before the burst
+    burst: list[Any] = []
+    for i in range(50):
+        burst += raw.request_segments(guid, "record", (i,), oneway=True)[1]
+    handle.channel.send = counting_send  # type: ignore[method-assign]
+    try:
+        raw.send_raw(b"".join(bytes(memoryview(s)) for s in burst))
+        # One mailbox: the call after the burst sees all of it.
+        log_after = serializer.loads(raw.call(guid, "get_log").payload)
+    finally:
+        handle.channel.send = real_send  # type: ignore[method-assign]
+        raw.close()
+    assert log_after == list(range(50))
+    assert len(writes) <= 11, f"{len(writes)} link writes for 50 oneway frames and one call"
+
+
 def test_proxy_timeout_on_a_blocking_worker_method(pdaemon: Daemon) -> None:
     proxy = pdaemon.connect(Worker).getProxy()
     proxy._setTimeout(0.3)
