@@ -22,6 +22,13 @@ recorded handshake cannot be replayed, because the other side's nonce is fresh. 
 key ``HMAC(key, "pyroact-session" | transcript)`` then signs every frame: the MAC trailer is
 ``HMAC(session, direction | counter | frame bytes)`` with a per-direction counter that both
 sides keep, so a replayed, reordered, dropped or altered frame fails the check.
+
+Without a key there is nothing in GRANTED for the client to verify, so the client may send its
+first requests right after CONNECT, before GRANTED arrives (:attr:`Connection.may_send_early`):
+a new connection costs one round trip less. The server acts on them only once it has granted
+the connection (if it denies, they go with the connection), and before that it still takes
+frames of at most ``MAX_HANDSHAKE_SIZE`` bytes, so the client sends a larger first request only
+after the grant.
 """
 
 from __future__ import annotations
@@ -142,6 +149,16 @@ class Connection:
     def transcript(self) -> bytes:
         """The handshake transcript both proofs are computed over."""
         return self.server_nonce + self.client_nonce
+
+    @property
+    def may_send_early(self) -> bool:
+        """Client: requests may go out before GRANTED (no key, none required; see above)."""
+        return (
+            self.role == CLIENT
+            and self.state == WAIT_GRANT
+            and self._key is None
+            and not self.ident_required
+        )
 
     @property
     def authenticated(self) -> bool:
@@ -346,9 +363,9 @@ class Connection:
             The segments to send.
 
         Raises:
-            RuntimeError: the handshake has not completed.
+            RuntimeError: the handshake has not completed (and requests may not go early).
         """
-        if self.state != READY:
+        if self.state != READY and not (self.may_send_early and msg_type != spec.MSG_CLOSE):
             raise RuntimeError(f"cannot send {spec.MSG_NAMES[msg_type]} in state {self.state}")
         session = self._session
         segments = encode_frame(

@@ -139,6 +139,10 @@ def getIPAddress(host: str | None = None) -> str | None:
         return None
 
 
+def _size_of(segments: Sequence[Any]) -> int:
+    return sum(memoryview(s).nbytes for s in segments)
+
+
 def _nothing() -> None:
     pass
 
@@ -173,6 +177,7 @@ class TCPConnection:
         # PYROSSL: True until the TLS handshake is complete (see TCPServer.connection_readable).
         self.tls_handshaking = False
         self.peercert: dict[str, Any] | None = None
+        self.limit_pending = False  # granted, but the handshake size limit still applies
 
     @property
     def connected(self) -> bool:
@@ -222,6 +227,7 @@ CONNECTION_FIELDS = frozenset(
         "worker_key",
         "processing",
         "tls_handshaking",
+        "limit_pending",
     }
 )
 
@@ -351,6 +357,7 @@ class PYROAdapter:
         self.oob_threshold = serializer.DEFAULT_OOB_THRESHOLD
         self.lock = threading.RLock()
         self._last_used = 0.0
+        self._grant_pending = False  # the first request went out before GRANTED arrived
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -433,7 +440,12 @@ class PYROAdapter:
                     self.ident, sm.transcript, channel.peer, URI, None
                 )
                 channel.send(sm.build_connect(token, self.ident if token else None))
-                sm.handle_grant(channel.recv_frame())
+                # Nothing to verify in the grant of a keyless connection: the first request
+                # goes out now and the grant is read before its reply (see _connection). The
+                # server sends nothing more before it reads CONNECT, so the decoder is empty.
+                self._grant_pending = sm.may_send_early
+                if not self._grant_pending:
+                    sm.handle_grant(channel.recv_frame())
                 channel.set_max_message_size(self.max_message_size)
             except ConnectionClosedError as exc:
                 channel.close()
@@ -523,6 +535,7 @@ class PYROAdapter:
                 self.channel.close()
             self.channel = None
             self.sm = None
+            self._grant_pending = False
 
     # -- calling -------------------------------------------------------------------------------
 
@@ -654,17 +667,20 @@ class PYROAdapter:
             seq = sm.next_seq()
             msg_type = spec.MSG_ONEWAY if oneway else spec.MSG_REQUEST
             try:
-                channel.send(
-                    sm.build(
-                        msg_type,
-                        seq=seq,
-                        object_id=object_id,
-                        method=method,
-                        payload=payload,
-                        buffers=buffers,
-                        flags=flags,
-                    )
+                segments = sm.build(
+                    msg_type,
+                    seq=seq,
+                    object_id=object_id,
+                    method=method,
+                    payload=payload,
+                    buffers=buffers,
+                    flags=flags,
                 )
+                if self._grant_pending and _size_of(segments) > connection_sm.MAX_HANDSHAKE_SIZE:
+                    self._take_grant(channel, sm)  # the server takes no larger frame before it
+                channel.send(segments)
+                if self._grant_pending:
+                    self._take_grant(channel, sm)
                 if oneway:
                     self._last_used = time.monotonic()
                     return None
@@ -685,6 +701,12 @@ class PYROAdapter:
             self.release()
             raise ProtocolError(f"reply for sequence id {frame.seq}, expected {seq}")
         return self._result_of(frame, object_id)
+
+    def _take_grant(self, channel: Channel, sm: connection_sm.Connection) -> None:
+        # The verdict on a connection whose first request went out before it (a denial
+        # raises ConnectionDeniedError here, and the caller closes the channel).
+        self._grant_pending = False
+        sm.handle_grant(channel.recv_frame())
 
     def _result_of(self, frame: Frame, object_id: str) -> Any:
         payload = frame.payload
@@ -1080,7 +1102,14 @@ class TCPServer:
             return
         conn.last_activity = time.monotonic()
         conn.backlog.extend(frames)
+        if conn.limit_pending:
+            self._apply_granted_limit(conn)
         self.process_backlog(conn)
+
+    def _apply_granted_limit(self, conn: TCPConnection) -> None:
+        if not conn.channel.decoder.buffered:
+            conn.channel.set_max_message_size(self.config.PYRO_MAX_MESSAGE_SIZE)
+            conn.limit_pending = False
 
     def process_backlog(self, conn: TCPConnection) -> None:
         """Act on queued frames until the connection pauses for a running call.
@@ -1132,7 +1161,10 @@ class TCPServer:
             self.drop_connection(conn)
             return
         conn.send(conn.sm.build_granted(conn.authenticated_key))
-        conn.channel.set_max_message_size(self.config.PYRO_MAX_MESSAGE_SIZE)
+        # A client's early first request may be half here: the granted size limit applies
+        # once the decoder holds no partial frame (see connection_readable).
+        conn.limit_pending = True
+        self._apply_granted_limit(conn)
         if self.server.shared_tls:
             conn.tls = self.shared_tls
         else:
