@@ -398,6 +398,7 @@ class ProcessRouter:
             payload, buffers, flags = serializer.dumps(
                 (key, conn.addr, _caller_attributes(conn, self._internal))
             )
+            # Held: it goes to the worker in one write with the call that needs it.
             handle.send_call(
                 spec.MSG_ONEWAY,
                 object_id="",
@@ -406,7 +407,9 @@ class ProcessRouter:
                 buffers=buffers,
                 flags=flags,
                 pending=None,
+                later=True,
             )
+            self._holding.held.add(handle)
             handle.sessions.add(key)
             conn.forwarded_to.add(handle.index)
         return key
