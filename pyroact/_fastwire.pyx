@@ -13,12 +13,19 @@ Small frames are parsed straight out of the receive ``bytearray`` through a C po
 header of an outgoing frame is written byte by byte into a fresh ``bytes``; large payloads and
 out-of-band buffers are never copied (see the pure engine's module docstring for the whole
 story).
+
+Where the engines differ is the memory a large frame is received into: here every part (the
+payload, each out-of-band buffer, the MAC) is a ``bytes`` object allocated uninitialised and
+written by the socket through :class:`_ReceivedBytes`. A large ``bytes`` argument or result then
+reaches the user as that very object (``serializer._bytes_from_buffer``): received once, never
+copied, and with one large allocation per buffer instead of two (a second one per call made
+glibc trim and re-fault the heap on every call).
 """
 
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.buffer cimport PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyObject_GetBuffer, PyBuffer_Release
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.string cimport memcpy, memcmp
@@ -155,6 +162,50 @@ cdef class Frame:
         )
 
 
+@cython.final
+@cython.auto_pickle(False)
+cdef class _ReceivedBytes:
+    """A ``bytes`` object that a large frame is received into (private to the decoder).
+
+    The decoder allocates the object uninitialised and hands out writable views of it (this
+    class is their exporter, the views' ``.obj``) so the socket writes each byte into its final
+    place. Once the frame is complete, :attr:`received_bytes` gives the object itself, so the
+    serializer can return it as the received value without a copy; before that it gives None,
+    so nobody can hold the object as ``bytes`` while it is still being written.
+
+    Writing into a ``bytes`` object is sound here only because this one is fresh and unshared:
+    it was just created by ``PyBytes_FromStringAndSize(NULL, n)`` (a new object for every n > 0;
+    only the empty object is a shared singleton, and zero bytes are never written into it), the
+    only reference is ours until the frame is complete, so nobody has hashed it (its cached hash
+    is still "not computed"), compared it, interned it or used it as a key. Exports made after
+    completion are read-only.
+    """
+
+    cdef bytes _value  # the bytes object being received into
+    cdef bint _complete  # every byte has been received
+
+    def __init__(self):
+        raise TypeError("_ReceivedBytes objects are created by the decoder only")
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        if self._value is None:
+            raise BufferError("an unused _ReceivedBytes has no memory")
+        PyBuffer_FillInfo(view, self, PyBytes_AS_STRING(self._value),
+                          PyBytes_GET_SIZE(self._value), self._complete, flags)
+
+    @property
+    def received_bytes(self):
+        """The received ``bytes`` object once the frame is complete, else None."""
+        return self._value if self._complete else None
+
+
+cdef _ReceivedBytes _new_received(Py_ssize_t size):
+    cdef _ReceivedBytes part = _ReceivedBytes.__new__(_ReceivedBytes)
+    part._value = PyBytes_FromStringAndSize(NULL, size)
+    part._complete = False
+    return part
+
+
 cdef object _as_bytes_view(object data):
     view = memoryview(data)
     if not view.c_contiguous:
@@ -285,8 +336,20 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _start  # read offset into _buf
     cdef Py_ssize_t _end  # write offset into _buf
     cdef object _error  # the ProtocolError that stopped the decoder, or None
-    cdef bytearray _large  # buffer of a large frame in progress, or None
-    cdef Py_ssize_t _large_filled  # bytes of _large received so far
+    # A large frame in progress is received into its parts, in order: the payload, each
+    # out-of-band buffer, the MAC (zero-length parts are left out of _parts).
+    cdef bint _in_large  # a large frame is in progress
+    cdef list _parts  # the _ReceivedBytes still to fill and those filled, in order
+    cdef list _views  # a writable memoryview of each entry of _parts
+    cdef Py_ssize_t _part  # index of the part being received into
+    cdef char* _part_ptr  # its memory
+    cdef Py_ssize_t _part_len  # its length
+    cdef Py_ssize_t _part_filled  # bytes of it received so far
+    cdef Py_ssize_t _large_len  # the body length: payload + buffers + MAC
+    cdef Py_ssize_t _large_filled  # bytes of the body received so far
+    cdef object _l_payload  # the frame's payload view
+    cdef list _l_buffers  # the frame's buffer views
+    cdef _ReceivedBytes _l_mac  # the MAC part, or None
     # The head of the large frame in progress.
     cdef int _l_type
     cdef unsigned int _l_flags
@@ -307,8 +370,8 @@ cdef class FrameDecoder:
         self._start = 0
         self._end = 0
         self._error = None
-        self._large = None
-        self._large_filled = 0
+        self._in_large = False
+        self._part_ptr = NULL
 
     @property
     def max_message_size(self):
@@ -319,7 +382,7 @@ cdef class FrameDecoder:
     def buffered(self):
         """How many bytes of incomplete frames the decoder holds."""
         cdef Py_ssize_t pending = self._end - self._start
-        if self._large is not None:
+        if self._in_large:
             pending += self._large_filled + self._l_headlen
         return pending
 
@@ -348,17 +411,19 @@ cdef class FrameDecoder:
         frames = []
         try:
             while offset < total:
-                if self._large is not None:
-                    n = min(len(self._large) - self._large_filled, total - offset)
-                    memcpy(PyByteArray_AS_STRING(self._large) + self._large_filled,
-                           src + offset, n)
+                if self._in_large:
+                    offset += self._fill_large(src + offset, total - offset)
+                    if self._large_filled < self._large_len:
+                        continue  # all of data went into the frame's parts
+                    frames.append(self._finish_large())
                 else:
                     if len(self._buf) - self._end < total - offset:
                         self._make_room(total - offset)
                     n = total - offset
                     memcpy(PyByteArray_AS_STRING(self._buf) + self._end, src + offset, n)
-                offset += n
-                self._updated(n, frames)
+                    offset += n
+                    self._end += n
+                self._parse_checked(frames)
         finally:
             PyBuffer_Release(&view)
         return frames
@@ -370,15 +435,16 @@ cdef class FrameDecoder:
             sizehint: how many bytes the caller expects to write; -1 for no hint.
 
         Returns:
-            A writable view; while a large frame is in progress it is exactly that frame's
-            missing bytes, so the socket writes them to their final place.
+            A writable view; while a large frame is in progress it is the missing bytes of the
+            frame's current part (the payload, an out-of-band buffer or the MAC, in that
+            order), so the socket writes them to their final place.
 
         Raises:
             ProtocolError: the decoder failed earlier.
         """
         self._check_usable()
-        if self._large is not None:
-            return memoryview(self._large)[self._large_filled:]
+        if self._in_large:
+            return self._views[self._part][self._part_filled:]
         cdef Py_ssize_t free = len(self._buf) - self._end
         cdef Py_ssize_t want = max(sizehint, 1)
         if free < want or free == 0:
@@ -400,23 +466,22 @@ cdef class FrameDecoder:
             ValueError: ``nbytes`` is negative or more than the view could hold.
         """
         self._check_usable()
-        if self._large is not None:
-            if nbytes < 0 or self._large_filled + nbytes > len(self._large):
-                raise ValueError(f"buffer_updated({nbytes}) beyond the buffer handed out")
-        elif nbytes < 0 or self._end + nbytes > len(self._buf):
-            raise ValueError(f"buffer_updated({nbytes}) beyond the buffer handed out")
         frames = []
-        self._updated(nbytes, frames)
-        return frames
-
-    cdef int _updated(self, Py_ssize_t nbytes, list frames) except -1:
-        if self._large is not None:
-            self._large_filled += nbytes
-            if self._large_filled < len(self._large):
-                return 0
+        if self._in_large:
+            if nbytes < 0 or self._part_filled + nbytes > self._part_len:
+                raise ValueError(f"buffer_updated({nbytes}) beyond the buffer handed out")
+            self._advance(nbytes)
+            if self._large_filled < self._large_len:
+                return frames
             frames.append(self._finish_large())
         else:
-            self._end += nbytes
+            if nbytes < 0 or self._end + nbytes > len(self._buf):
+                raise ValueError(f"buffer_updated({nbytes}) beyond the buffer handed out")
+            self._end += <Py_ssize_t>nbytes
+        self._parse_checked(frames)
+        return frames
+
+    cdef int _parse_checked(self, list frames) except -1:
         try:
             self._parse(frames)
         except ProtocolError as exc:
@@ -457,7 +522,7 @@ cdef class FrameDecoder:
         cdef unsigned long long seq, plen, blen, data_len
         cdef list buflens
         cdef Frame frame
-        while self._large is None:
+        while not self._in_large:
             start = self._start
             avail = self._end - start
             if avail < HEADER_SIZE:
@@ -535,7 +600,7 @@ cdef class FrameDecoder:
                 self._l_head = head
                 self._l_headlen = head_len
                 self._begin_large(start + head_len, body_len)
-                if self._large is not None and self._large_filled == len(self._large):
+                if self._large_filled == self._large_len:
                     frames.append(self._finish_large())
                 continue
             if avail < head_len + body_len:
@@ -565,37 +630,107 @@ cdef class FrameDecoder:
         return 0
 
     cdef int _begin_large(self, Py_ssize_t body_start, Py_ssize_t body_len) except -1:
-        cdef bytearray large = bytearray(body_len)
+        # One part per field, allocated uninitialised: every byte of it is received.
+        cdef _ReceivedBytes part
+        cdef list parts = []
+        cdef list views = []
+        buffers = []
+        part = _new_received(self._l_plen)
+        payload = memoryview(part)
+        if self._l_plen:
+            parts.append(part)
+            views.append(payload)
+        for blen in self._l_buflens:
+            part = _new_received(blen)
+            view = memoryview(part)
+            buffers.append(view)
+            if blen:
+                parts.append(part)
+                views.append(view)
+        self._l_mac = None
+        if self._l_maclen:
+            self._l_mac = _new_received(self._l_maclen)
+            parts.append(self._l_mac)
+            views.append(memoryview(self._l_mac))
+        self._l_payload = payload
+        self._l_buffers = buffers
+        self._parts = parts
+        self._views = views
+        self._large_len = body_len
+        self._large_filled = 0
+        self._in_large = True
+        self._select_part(0)
+        # The body bytes that came with the head are spread over the parts.
         cdef Py_ssize_t have = min(self._end - body_start, body_len)
-        memcpy(PyByteArray_AS_STRING(large), PyByteArray_AS_STRING(self._buf) + body_start, have)
+        self._fill_large(PyByteArray_AS_STRING(self._buf) + body_start, have)
         cdef Py_ssize_t consumed = body_start + have
         if consumed == self._end:
             self._start = self._end = 0
         else:
             self._start = consumed
-        self._large = large
-        self._large_filled = have
         return 0
 
+    cdef int _select_part(self, Py_ssize_t index) except -1:
+        cdef _ReceivedBytes part
+        self._part = index
+        self._part_filled = 0
+        if index < len(self._parts):
+            part = <_ReceivedBytes>self._parts[index]
+            self._part_ptr = PyBytes_AS_STRING(part._value)
+            self._part_len = PyBytes_GET_SIZE(part._value)
+        else:
+            self._part_ptr = NULL
+            self._part_len = 0
+        return 0
+
+    cdef int _advance(self, Py_ssize_t nbytes) except -1:
+        self._part_filled += nbytes
+        self._large_filled += nbytes
+        if self._part_filled == self._part_len and self._part_len:
+            self._select_part(self._part + 1)
+        return 0
+
+    cdef Py_ssize_t _fill_large(self, const char* src, Py_ssize_t size) except -1:
+        """Copy up to ``size`` bytes into the parts, in order; return how many were taken."""
+        cdef Py_ssize_t done = 0
+        cdef Py_ssize_t n
+        while done < size and self._part_len:
+            n = min(self._part_len - self._part_filled, size - done)
+            memcpy(self._part_ptr + self._part_filled, src + done, n)
+            done += n
+            self._advance(n)
+        return done
+
     cdef Frame _finish_large(self):
-        view = memoryview(self._large)
         cdef Frame frame = Frame.__new__(Frame)
         frame.msg_type = self._l_type
         frame.flags = self._l_flags
         frame.seq = self._l_seq
         frame.object_id = self._l_oid
         frame.method = self._l_meth
-        frame.payload = view[0:self._l_plen]
-        cdef Py_ssize_t pos = self._l_plen
-        buffers = []
-        for blen in self._l_buflens:
-            buffers.append(view[pos:pos + blen])
-            pos += blen
-        frame.buffers = buffers
-        frame.mac = bytes(view[pos:pos + self._l_maclen])
+        frame.payload = self._l_payload
+        frame.buffers = self._l_buffers
+        for view in self._l_buffers:
+            (<_ReceivedBytes>view.obj)._complete = True
+        (<_ReceivedBytes>self._l_payload.obj)._complete = True
+        if self._l_mac is not None:
+            self._l_mac._complete = True
+            frame.mac = self._l_mac._value
+        else:
+            frame.mac = b""
         frame.head = self._l_head
-        self._large = None
+        # The frame owns the parts now; the decoder keeps no reference to them.
+        self._in_large = False
+        self._parts = None
+        self._views = None
+        self._part_ptr = NULL
+        self._part_len = 0
+        self._part_filled = 0
+        self._large_len = 0
         self._large_filled = 0
+        self._l_payload = None
+        self._l_buffers = None
+        self._l_mac = None
         self._l_buflens = None
         self._l_head = None
         return frame

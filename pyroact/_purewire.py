@@ -15,8 +15,11 @@ straight into the decoder's memory through :meth:`FrameDecoder.get_buffer` and
 :meth:`FrameDecoder.buffer_updated` (the ``asyncio.BufferedProtocol`` pattern). Small frames are
 parsed out of one growing receive buffer, read from a start offset and compacted only when a
 whole frame has gone, so that work stays linear in the bytes read. A frame whose body reaches
-``LARGE_FRAME_THRESHOLD`` gets a buffer of exactly its size: the socket fills it directly and
-the payload and buffers are handed out as views of it, with no copy. An incomplete frame yields
+``LARGE_FRAME_THRESHOLD`` is received into parts of exactly their sizes, in order: the payload,
+each out-of-band buffer, the MAC. The socket fills each part directly (one ``get_buffer`` view
+never spans two parts) and the payload and buffers are handed out as views of their parts, with
+no copy; here the parts are ``bytearray`` objects, in the Cython engine fresh ``bytes`` objects
+that a large ``bytes`` value is then rebuilt as without a copy. An incomplete frame yields
 nothing; garbage raises the :class:`~pyroact.errors.ProtocolError` family, and a decoder that
 raised refuses further input, since it can no longer know where the next frame starts.
 """
@@ -221,10 +224,19 @@ class FrameDecoder:
         self._start = 0
         self._end = 0
         self._error: ProtocolError | None = None
-        # A large frame in progress: its own buffer, how much of it is filled, and its head.
-        self._large: bytearray | None = None
+        # A large frame in progress is received into its parts, in order: the payload, each
+        # out-of-band buffer, the MAC (zero-length parts are left out of _views). _part is the
+        # index of the part being filled, _part_filled how much of it is; _large_len and
+        # _large_filled count the whole body. _large_info holds the head, _large_fields the views
+        # of the payload, the buffers and the MAC.
+        self._in_large = False
+        self._views: list[memoryview] = []
+        self._part = 0
+        self._part_filled = 0
+        self._large_len = 0
         self._large_filled = 0
         self._large_info: tuple[Any, ...] = ()
+        self._large_fields: tuple[Any, ...] = ()
 
     @property
     def max_message_size(self) -> int:
@@ -235,7 +247,7 @@ class FrameDecoder:
     def buffered(self) -> int:
         """How many bytes of incomplete frames the decoder holds."""
         pending = self._end - self._start
-        if self._large is not None:
+        if self._in_large:
             pending += self._large_filled + self._large_info[-1]
         return pending
 
@@ -272,15 +284,16 @@ class FrameDecoder:
             sizehint: how many bytes the caller expects to write; -1 for no hint.
 
         Returns:
-            A writable view; while a large frame is in progress it is exactly that frame's
-            missing bytes, so the socket writes them to their final place.
+            A writable view; while a large frame is in progress it is the missing bytes of the
+            frame's current part (the payload, an out-of-band buffer or the MAC, in that
+            order), so the socket writes them to their final place.
 
         Raises:
             ProtocolError: the decoder failed earlier.
         """
         self._check_usable()
-        if self._large is not None:
-            return memoryview(self._large)[self._large_filled :]
+        if self._in_large:
+            return self._views[self._part][self._part_filled :]
         free = len(self._buf) - self._end
         want = max(sizehint, 1)
         if free < want or free == 0:
@@ -302,11 +315,11 @@ class FrameDecoder:
             ValueError: ``nbytes`` is negative or more than the view could hold.
         """
         self._check_usable()
-        if self._large is not None:
-            if nbytes < 0 or self._large_filled + nbytes > len(self._large):
+        if self._in_large:
+            if nbytes < 0 or self._part_filled + nbytes > len(self._views[self._part]):
                 raise ValueError(f"buffer_updated({nbytes}) beyond the buffer handed out")
-            self._large_filled += nbytes
-            if self._large_filled < len(self._large):
+            self._advance(nbytes)
+            if self._large_filled < self._large_len:
                 return []
             frames = [self._finish_large()]
         else:
@@ -342,7 +355,7 @@ class FrameDecoder:
 
     def _parse(self, frames: list[Frame]) -> None:
         buf = self._buf
-        while self._large is None:
+        while not self._in_large:
             start = self._start
             avail = self._end - start
             if avail < _HEADER_SIZE:
@@ -399,7 +412,7 @@ class FrameDecoder:
             info = (msg_type, flags, seq, oid, meth, plen, buflens, mac_len, head, head_len)
             if head_len - _HEADER_SIZE + body_len >= spec.LARGE_FRAME_THRESHOLD:
                 self._begin_large(start + head_len, body_len, info)
-                if self._large is not None and self._large_filled == len(self._large):
+                if self._large_filled == self._large_len:
                     frames.append(self._finish_large())
                 continue
             if avail < head_len + body_len:
@@ -425,35 +438,59 @@ class FrameDecoder:
                 self._start = pos
 
     def _begin_large(self, body_start: int, body_len: int, info: tuple[Any, ...]) -> None:
-        large = bytearray(body_len)
+        plen, buflens, mac_len = info[5], info[6], info[7]
+        payload = memoryview(bytearray(plen))
+        buffers = [memoryview(bytearray(blen)) for blen in buflens]
+        mac = memoryview(bytearray(mac_len))
+        self._views = [v for v in (payload, *buffers, mac) if v.nbytes]
+        self._part = 0
+        self._part_filled = 0
+        self._large_len = body_len
+        self._large_filled = 0
+        self._large_info = info
+        self._large_fields = (payload, buffers, mac)
+        self._in_large = True
+        # The body bytes that came with the head are spread over the parts.
         have = min(self._end - body_start, body_len)
-        large[0:have] = self._buf[body_start : body_start + have]
+        source = memoryview(self._buf)
+        pos = body_start
+        while pos < body_start + have:
+            target = self._views[self._part]
+            n = min(len(target) - self._part_filled, body_start + have - pos)
+            target[self._part_filled : self._part_filled + n] = source[pos : pos + n]
+            pos += n
+            self._advance(n)
+        source.release()
         consumed = body_start + have
         if consumed == self._end:
             self._start = self._end = 0
         else:
             self._start = consumed
-        self._large = large
-        self._large_filled = have
-        self._large_info = info
+
+    def _advance(self, nbytes: int) -> None:
+        self._part_filled += nbytes
+        self._large_filled += nbytes
+        if self._part < len(self._views) and self._part_filled == len(self._views[self._part]):
+            self._part += 1
+            self._part_filled = 0
 
     def _finish_large(self) -> Frame:
-        assert self._large is not None
-        msg_type, flags, seq, oid, meth, plen, buflens, mac_len, head, _ = self._large_info
-        view = memoryview(self._large)
+        msg_type, flags, seq, oid, meth, _, _, _, head, _ = self._large_info
+        payload, buffers, mac = self._large_fields
         frame = Frame(msg_type, flags=flags, seq=seq, object_id=oid, method=meth)
-        frame.payload = view[0:plen]
-        pos = plen
-        buffers: list[Buffer] = []
-        for blen in buflens:
-            buffers.append(view[pos : pos + blen])
-            pos += blen
+        frame.payload = payload
         frame.buffers = buffers
-        frame.mac = bytes(view[pos : pos + mac_len])
+        frame.mac = bytes(mac)
         frame.head = head
-        self._large = None
+        # The frame owns the parts now; the decoder keeps no reference to them.
+        self._in_large = False
+        self._views = []
+        self._part = 0
+        self._part_filled = 0
+        self._large_len = 0
         self._large_filled = 0
         self._large_info = ()
+        self._large_fields = ()
         return frame
 
 

@@ -11,7 +11,9 @@ own segment and the receiver gets back as a view of its receive buffer.
 ``bytes`` objects do not take part in protocol 5's out-of-band mechanism by themselves, so the
 top-level arguments and results that are large bytes-like values are wrapped (which also makes
 ``memoryview`` arguments picklable; they arrive as ``bytes``). Values nested deeper travel in
-band.
+band. A wrapped ``bytes`` value is rebuilt by :func:`_bytes_from_buffer`: when the Cython wire
+engine received the buffer straight into a ``bytes`` object, that object is the value, so a
+large ``bytes`` argument or result is never copied on arrival.
 
 cloudpickle is the fallback for what plain pickle cannot do (lambdas, local functions,
 instances of classes defined in ``__main__``); it is not used on the common path.
@@ -79,7 +81,7 @@ class _OutOfBand:
 
     __slots__ = ("data", "rebuild")
 
-    def __init__(self, data: Any, rebuild: type) -> None:
+    def __init__(self, data: Any, rebuild: Callable[[Any], Any]) -> None:
         self.data = data
         self.rebuild = rebuild
 
@@ -87,8 +89,32 @@ class _OutOfBand:
         return (self.rebuild, (pickle.PickleBuffer(self.data),))
 
 
+def _bytes_from_buffer(buf: Any) -> bytes:
+    """Rebuild an out-of-band ``bytes`` value from its received buffer (pickle calls this).
+
+    The Cython wire engine receives a large frame's buffers into fresh ``bytes`` objects, each
+    exported by an object whose ``received_bytes`` is that ``bytes`` once the frame is complete.
+    When ``buf`` is (a view of) all of such an object, the received ``bytes`` is the value:
+    no copy. Anything else (the pure engine's ``bytearray`` parts, a small frame's ``bytes``,
+    a part of a buffer) is copied, as ``bytes(buf)`` always did.
+    """
+    if type(buf) is memoryview:
+        # pickle passes the buffer as given, or wrapped in a read-only memoryview
+        # (READONLY_BUFFER); either way .obj is the exporter.
+        received = getattr(buf.obj, "received_bytes", None)
+        if type(received) is bytes and buf.nbytes == len(received) and buf.c_contiguous:
+            return received
+    return bytes(buf)
+
+
 # What each top-level bytes-like type is rebuilt as (memoryviews are not picklable: bytes).
-_OUT_OF_BAND_TYPES: dict[type, type] = {bytes: bytes, bytearray: bytearray, memoryview: bytes}
+# pickle refers to the rebuild callables by name: _bytes_from_buffer must stay importable as
+# pyroact.serializer._bytes_from_buffer.
+_OUT_OF_BAND_TYPES: dict[type, Callable[[Any], Any]] = {
+    bytes: _bytes_from_buffer,
+    bytearray: bytearray,
+    memoryview: _bytes_from_buffer,
+}
 
 
 def _wrap_large(value: Any, threshold: int) -> Any:

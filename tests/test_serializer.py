@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import pickle
 import sys
 import threading
@@ -196,6 +197,149 @@ def test_out_of_band_buffers_work_through_both_wire_engines(wire: Any) -> None:
     (frame,) = wire.FrameDecoder().feed(b"".join(bytes(memoryview(s)) for s in segments))
     args, kwargs = loads_call(frame.payload, frame.buffers)
     assert args == (data,) and kwargs == {"n": 1}
+
+
+# --------------------------------------------------------------------------- received in place
+
+
+def writable_address(view: Any) -> int:
+    """The address of the first byte of a writable buffer."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+def bytes_address(value: bytes) -> int:
+    """The address of the first byte of a ``bytes`` object (ctypes does not copy it)."""
+    address = ctypes.cast(ctypes.c_char_p(value), ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
+def receive(wire: Any, segments: list[Any], chunks: list[int]) -> tuple[Any, list[int]]:
+    """Decode one frame as a socket would: ``recv_into`` each ``get_buffer`` view, in chunks.
+
+    Returns the frame and the address of every view that was written into.
+    """
+    data = b"".join(bytes(memoryview(s)) for s in segments)
+    decoder = wire.FrameDecoder()
+    frames: list[Any] = []
+    addresses: list[int] = []
+    pos = index = 0
+    while pos < len(data):
+        chunk = chunks[index % len(chunks)]
+        index += 1
+        view = decoder.get_buffer(chunk)
+        n = min(len(view), chunk, len(data) - pos)
+        view[:n] = data[pos : pos + n]
+        addresses.append(writable_address(view))
+        pos += n
+        frames.extend(decoder.buffer_updated(n))
+    assert len(frames) == 1 and decoder.buffered == 0
+    return frames[0], addresses
+
+
+def is_fast(wire: Any) -> bool:
+    return bool(wire.__name__.endswith("_fastwire"))
+
+
+ODD_CHUNKS = [4097, 65_539, 1, 333_333, 7]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda data: data, id="bytes"),
+        pytest.param(memoryview, id="memoryview"),
+    ],
+)
+def test_large_bytes_argument_is_the_received_bytes(wire: Any, make: Any) -> None:
+    data = bytes(range(256)) * (MIB // 256)
+    payload, buffers, flags = dumps_call((make(data), b"s" * BIG), {"k": b"k" * (2 * BIG)})
+    segments = wire.encode_frame(spec.MSG_REQUEST, flags=flags, payload=payload, buffers=buffers)
+    frame, addresses = receive(wire, segments, ODD_CHUNKS)
+    args, kwargs = loads_call(frame.payload, frame.buffers)
+    assert args == (data, b"s" * BIG) and kwargs == {"k": b"k" * (2 * BIG)}
+    values = [*args, kwargs["k"]]
+    assert [type(v) for v in values] == [bytes, bytes, bytes]
+    if is_fast(wire):
+        # No copy: each value is the bytes object the socket wrote into, at the address of the
+        # frame's buffer, where the socket's views lay.
+        for value, buffer in zip(values, frame.buffers, strict=True):
+            start = writable_address(buffer)
+            assert bytes_address(value) == start
+            assert value is buffer.obj.received_bytes
+            assert any(start <= a < start + len(value) for a in addresses)
+    else:
+        # The pure engine receives into bytearrays: the value is a copy, equal and immutable.
+        for value, buffer in zip(values, frame.buffers, strict=True):
+            assert bytes_address(value) != writable_address(buffer)
+
+
+def test_large_bytes_result_is_the_received_bytes(wire: Any) -> None:
+    data = bytes(range(251)) * 4000
+    payload, buffers, flags = dumps(data)
+    segments = wire.encode_frame(spec.MSG_REPLY, flags=flags, payload=payload, buffers=buffers)
+    frame, _ = receive(wire, segments, [1000, 99_999])
+    result = loads(frame.payload, frame.buffers)
+    assert type(result) is bytes and result == data
+    same = bytes_address(result) == writable_address(frame.buffers[0])
+    assert same == is_fast(wire)
+
+
+def test_large_bytearray_is_received_as_a_copy(wire: Any) -> None:
+    # A bytearray is mutable: it never shares memory with the received buffer.
+    data = bytearray(b"a" * MIB)
+    payload, buffers, flags = dumps(data)
+    segments = wire.encode_frame(spec.MSG_REPLY, flags=flags, payload=payload, buffers=buffers)
+    frame, _ = receive(wire, segments, [70_000])
+    result = loads(frame.payload, frame.buffers)
+    assert type(result) is bytearray and result == data
+    assert writable_address(result) != writable_address(frame.buffers[0])
+    result[0] = 0
+    assert bytes(frame.buffers[0][:1]) == b"a"
+
+
+def test_bytes_from_buffer_copies_what_it_cannot_take() -> None:
+    rebuild = serializer._bytes_from_buffer
+    raw = b"r" * 100
+    assert rebuild(raw) is raw  # bytes(bytes) is the object itself
+    backing = bytearray(b"xyz")
+    for buf in (backing, memoryview(backing), memoryview(backing).toreadonly()):
+        result = rebuild(buf)
+        assert type(result) is bytes and result == b"xyz"
+    assert rebuild(memoryview(array("d", [1.5]))) == array("d", [1.5]).tobytes()
+    # pickle finds it by name.
+    assert pickle.loads(pickle.dumps(rebuild)) is rebuild
+    assert serializer._OUT_OF_BAND_TYPES[bytes] is rebuild
+    assert serializer._OUT_OF_BAND_TYPES[memoryview] is rebuild
+
+
+def test_bytes_from_buffer_takes_only_a_whole_complete_received_buffer() -> None:
+    fast = pytest.importorskip("pyroact._fastwire")
+    data = bytes(range(256)) * 1024
+    segments = fast.encode_frame(spec.MSG_REPLY, payload=b"p", buffers=[data])
+    wire_bytes = b"".join(bytes(memoryview(s)) for s in segments)
+    decoder = fast.FrameDecoder()
+    head = len(wire_bytes) - len(data) - 1
+    assert decoder.feed(wire_bytes[: head + 1 + 10]) == []  # head, payload, 10 buffer bytes
+    view = decoder.get_buffer()
+    exporter = view.obj
+    # While the frame is incomplete the bytes object is nobody's: not even the serializer's.
+    assert exporter.received_bytes is None
+    rebuild = serializer._bytes_from_buffer
+    early = rebuild(memoryview(exporter))
+    assert type(early) is bytes and len(early) == len(data)
+    (frame,) = decoder.feed(wire_bytes[head + 11 :])
+    (buffer,) = frame.buffers
+    assert buffer.obj is exporter and type(exporter.received_bytes) is bytes
+    assert early is not exporter.received_bytes
+    # The whole buffer, as given or read-only (as pickle's READONLY_BUFFER passes it): taken.
+    assert rebuild(buffer) is exporter.received_bytes
+    assert rebuild(memoryview(buffer).toreadonly()) is exporter.received_bytes
+    assert rebuild(buffer.cast("B")) is exporter.received_bytes
+    # A part of it, or a strided view of it: copied.
+    for part in (buffer[1:], buffer[:-1], buffer[::2]):
+        result = rebuild(part)
+        assert result is not exporter.received_bytes and result == bytes(part)
 
 
 def test_loads_rejects_garbage() -> None:

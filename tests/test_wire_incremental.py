@@ -64,6 +64,32 @@ def _any_frames() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def _medium_blob() -> st.SearchStrategy[Blob]:
+    return st.builds(_filler, st.integers(1, 40_000), st.integers(0, 255))
+
+
+def _insert_big(buffers: list[bytes], where: int) -> list[bytes]:
+    # One big buffer somewhere makes the frame large whatever else was drawn.
+    at = where % (len(buffers) + 1)
+    return [*buffers[:at], _filler(LARGE, where), *buffers[at:]]
+
+
+def _large_multi_buffer_frames() -> st.SearchStrategy[dict[str, Any]]:
+    """Large frames of several parts: buffers big and small, empty ones among them."""
+    part = st.one_of(st.just(b""), binary(max_size=20), _medium_blob(), big_blob)
+    return st.builds(
+        lambda base, payload, buffers, where: {
+            **base,
+            "payload": payload,
+            "buffers": _insert_big(buffers, where),
+        },
+        frame_fields,
+        st.one_of(st.just(b""), small_blob, _medium_blob()),
+        st.lists(part, min_size=1, max_size=5),
+        st.integers(0, 255),
+    )
+
+
 def head_length(item: dict[str, Any]) -> int:
     return (
         spec.HEADER_SIZE
@@ -225,7 +251,103 @@ def test_buffered_is_the_pending_byte_count(wire: ModuleType, items: list[Any], 
         assert decoder.buffered == pos - consumed
 
 
+@SETTINGS
+@given(
+    items=st.lists(
+        st.one_of(_large_multi_buffer_frames(), _small_frames()), min_size=1, max_size=3
+    ).filter(lambda items: any(is_large(item) for item in items)),
+    data=st.data(),
+)
+def test_multi_buffer_large_frames_split_at_random_points(
+    wire: ModuleType, items: list[Any], data: Any
+) -> None:
+    stream, expected = encode_stream(wire, items)
+    ends = [0, *itertools.accumulate(len(encode_stream(wire, [item])[0]) for item in items)]
+    # Cuts at random, and around the boundaries between the parts of each large frame.
+    boundaries = []
+    for start, item in zip(ends, items, strict=False):
+        if is_large(item):
+            pos = start + head_length(item)
+            for size in [len(item["payload"]), *map(len, item["buffers"])]:
+                pos += size
+                boundaries.append(pos)
+    near = data.draw(st.lists(st.sampled_from(boundaries), max_size=6), label="near")
+    shifts = data.draw(st.lists(st.integers(-2, 2), min_size=6, max_size=6), label="shifts")
+    drawn = data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts")
+    cuts = drawn + [b + d for b, d in zip(near, shifts, strict=False)]
+    cuts = [c for c in cuts if 0 <= c <= len(stream)]
+
+    fed = wire.FrameDecoder()
+    frames: list[Any] = []
+    pos = 0
+    for cut in [*sorted(set(cuts)), len(stream)]:
+        frames.extend(fed.feed(stream[pos:cut]))
+        pos = cut
+        consumed = max(end for end in ends if end <= pos)
+        assert fed.buffered == pos - consumed
+    assert [fields(f) for f in frames] == expected
+    for frame, item in zip(frames, items, strict=True):
+        if is_large(item):
+            assert type(frame.payload) is memoryview
+            assert [type(b) for b in frame.buffers] == [memoryview] * len(item["buffers"])
+
+    sizes = data.draw(st.lists(st.integers(1, 70_000), min_size=1, max_size=6), label="sizes")
+    received = wire.FrameDecoder()
+    assert [fields(f) for f in receive_in_pieces(received, stream, sizes)] == expected
+    assert received.buffered == 0
+
+
 # --------------------------------------------------------------------------- examples
+
+
+def _several_part_frame(wire: ModuleType) -> tuple[bytes, list[Any]]:
+    # Exactly at the threshold: payload, buffers (empty ones first, in between and last), MAC.
+    item = {
+        "msg_type": spec.MSG_REPLY,
+        "flags": 0,
+        "seq": 7,
+        "object_id": "obj",
+        "method": "m",
+        "mac": bytes(range(32)),
+        "payload": _filler(100, 1),
+        "buffers": [b"", _filler(3, 2), b"", _filler(1, 3), _filler(30_000, 4), b""],
+    }
+    body = head_length(item) - spec.HEADER_SIZE + 100 + 30_004 + 32
+    item["buffers"].insert(5, _filler(LARGE - body, 5))
+    assert is_large(item) and not is_large({**item, "mac": b""})
+    return encode_stream(wire, [item])
+
+
+def test_several_part_large_frame_byte_by_byte(wire: ModuleType) -> None:
+    data, expected = _several_part_frame(wire)
+    data += data  # twice: the decoder must be clean for the next frame
+    by_byte = wire.FrameDecoder()
+    frames: list[Any] = []
+    for i in range(len(data)):
+        frames.extend(by_byte.feed(data[i : i + 1]))
+        if not frames and i < len(data) // 2:
+            assert by_byte.buffered == i + 1
+    assert [fields(f) for f in frames] == expected * 2
+    assert by_byte.buffered == 0
+
+    through_buffer = wire.FrameDecoder()
+    frames = []
+    for i in range(len(data)):
+        view = through_buffer.get_buffer(1)
+        view[:1] = data[i : i + 1]
+        frames.extend(through_buffer.buffer_updated(1))
+    assert [fields(f) for f in frames] == expected * 2
+    assert through_buffer.buffered == 0
+
+
+def test_several_part_large_frame_in_one_feed_with_the_next_frame(wire: ModuleType) -> None:
+    data, expected = _several_part_frame(wire)
+    small = join(wire.encode_frame(spec.MSG_REPLY, seq=99, payload=b"s"))
+    decoder = wire.FrameDecoder()
+    frames = decoder.feed(data + small + data[:100])
+    assert [fields(f) for f in frames[:1]] == expected and frames[1].seq == 99
+    assert decoder.buffered == 100
+    assert [fields(f) for f in decoder.feed(data[100:])] == expected
 
 
 def test_incomplete_frame_returns_nothing(wire: ModuleType) -> None:

@@ -347,3 +347,75 @@ def test_buffer_updated_beyond_the_view(wire: ModuleType) -> None:
     good = join(wire.encode_frame(spec.MSG_REPLY, payload=b"ok"))
     (frame,) = decoder.feed(good)
     assert bytes(frame.payload) == b"ok"
+
+
+# --------------------------------------------------------------------------- large frames
+
+
+def _large_frame(wire: ModuleType) -> bytes:
+    buffers = [b"a" * 70_000, b"", b"b" * 3, b""]
+    segments = wire.encode_frame(spec.MSG_REPLY, payload=b"p" * 10, buffers=buffers, mac_size=32)
+    return join([*segments, b"M" * 32])
+
+
+@pytest.mark.parametrize("garbage", [b"GARBAGE!" * 3, header(magic=b"XXXX"), header(version=9)])
+def test_garbage_after_a_large_frame_in_one_feed(wire: ModuleType, garbage: bytes) -> None:
+    decoder = wire.FrameDecoder()
+    with pytest.raises(ProtocolError) as info:
+        decoder.feed(_large_frame(wire) + garbage)
+    assert not isinstance(info.value, MessageTooLargeError)
+    with pytest.raises(ProtocolError, match="refuses input after an earlier error"):
+        decoder.feed(_large_frame(wire))
+    with pytest.raises(ProtocolError, match="refuses"):
+        decoder.get_buffer()
+    with pytest.raises(ProtocolError, match="refuses"):
+        decoder.buffer_updated(0)
+
+
+def test_garbage_after_a_large_frame_through_get_buffer(wire: ModuleType) -> None:
+    data = _large_frame(wire) + b"GARBAGE!" * 3
+    decoder = wire.FrameDecoder()
+    frames: list[Any] = []
+    pos = 0
+    with pytest.raises(ProtocolError, match="invalid header"):
+        while pos < len(data):
+            view = decoder.get_buffer(1000)
+            n = min(len(view), 1000, len(data) - pos)
+            view[:n] = data[pos : pos + n]
+            pos += n
+            frames.extend(decoder.buffer_updated(n))
+    # The large frame came out whole before the garbage that followed it was seen.
+    assert [bytes(b) for b in frames[0].buffers] == [b"a" * 70_000, b"", b"b" * 3, b""]
+    assert frames[0].mac == b"M" * 32
+    with pytest.raises(ProtocolError, match="refuses"):
+        decoder.get_buffer()
+
+
+def test_garbage_in_the_middle_of_a_large_frame_is_data(wire: ModuleType) -> None:
+    # The body of a frame is not checked: bytes that look like a header are buffer bytes.
+    segments = wire.encode_frame(spec.MSG_REPLY, buffers=[header(magic=b"XXXX") * 4000])
+    (frame,) = wire.FrameDecoder().feed(join(segments))
+    assert bytes(frame.buffers[0]) == header(magic=b"XXXX") * 4000
+
+
+def test_buffer_updated_beyond_the_current_part_of_a_large_frame(wire: ModuleType) -> None:
+    data = _large_frame(wire)
+    decoder = wire.FrameDecoder()
+    head = len(data) - 32 - 70_003 - 10
+    assert decoder.feed(data[: head + 4]) == []  # the head and 4 payload bytes
+    view = decoder.get_buffer(1 << 20)
+    assert len(view) == 6  # the rest of the payload: one view never spans two parts
+    for bad in (7, -1, 1 << 30):
+        with pytest.raises(ValueError, match="beyond"):
+            decoder.buffer_updated(bad)
+    assert decoder.buffered == head + 4
+    # A misuse of the API is not a protocol error: the frame still completes.
+    view[:6] = data[head + 4 : head + 10]
+    assert decoder.buffer_updated(6) == []
+    view = decoder.get_buffer()
+    assert len(view) == 70_000
+    with pytest.raises(ValueError, match="beyond"):
+        decoder.buffer_updated(70_001)
+    (frame,) = decoder.feed(data[head + 10 :])
+    assert bytes(frame.payload) == b"p" * 10 and frame.mac == b"M" * 32
+    assert decoder.buffered == 0

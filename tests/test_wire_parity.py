@@ -399,3 +399,55 @@ def test_frames_of_different_engines_are_not_equal() -> None:
 def test_repr_names_the_message(engine: ModuleType) -> None:
     text = repr(engine.Frame(spec.MSG_REPLY, seq=3, object_id="o", payload=b"abc", buffers=[b"12"]))
     assert text == "<Frame REPLY seq=3 flags=0x0 object_id='o' method='' payload=3B buffers=[2]>"
+
+
+multi_part_frames = st.fixed_dictionaries(
+    {
+        "payload": st.sampled_from([0, 1, 100, 40_000]),
+        "buffers": st.lists(st.sampled_from([0, 0, 1, 5, 1000, 70_000]), min_size=1, max_size=6),
+        "mac_size": st.sampled_from([0, spec.MAC_SIZE]),
+    }
+).filter(lambda d: d["payload"] + sum(d["buffers"]) >= spec.LARGE_FRAME_THRESHOLD)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=multi_part_frames, data=st.data())
+def test_multi_part_large_frames_decode_alike(sizes: dict[str, Any], data: Any) -> None:
+    payload = bytes([1]) * sizes["payload"]
+    buffers = [bytes([i + 2]) * n for i, n in enumerate(sizes["buffers"])]
+    mac = bytes(range(sizes["mac_size"]))
+    segments = pure.encode_frame(
+        spec.MSG_REQUEST, payload=payload, buffers=buffers, mac_size=len(mac)
+    )
+    stream = join([*segments, mac]) * 2
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(stream)), max_size=10))))
+    seen = []
+    for module in (fast, pure):
+        decoder = module.FrameDecoder()
+        frames: list[Any] = []
+        buffered = []
+        pos = 0
+        for cut in [*cuts, len(stream)]:
+            frames.extend(decoder.feed(stream[pos:cut]))
+            buffered.append(decoder.buffered)
+            pos = cut
+        seen.append(([fields(f) for f in frames], [field_types(f) for f in frames], buffered))
+    assert seen[0] == seen[1]
+    assert seen[0][0][0][5:8] == (payload, buffers, mac)
+    assert seen[0][1][0][5:7] == (memoryview, list)
+
+
+@pytest.mark.parametrize(
+    "tail", [b"GARBAGE!" * 3, spec.MAGIC + b"\x00\x09" + bytes(spec.HEADER_SIZE - 6)]
+)
+def test_garbage_after_a_large_frame_raises_alike(tail: bytes) -> None:
+    data = join(pure.encode_frame(spec.MSG_REPLY, buffers=[b"x" * 70_000, b""])) + tail
+    raised = []
+    for module in (fast, pure):
+        decoder = module.FrameDecoder()
+        with pytest.raises(Exception) as info:  # the class is compared below
+            decoder.feed(data)
+        with pytest.raises(Exception) as again:
+            decoder.get_buffer()
+        raised.append((type(info.value), str(info.value), type(again.value), str(again.value)))
+    assert raised[0] == raised[1]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import re
+import weakref
 from array import array
 from types import ModuleType
 from typing import Any
@@ -526,24 +528,44 @@ def test_encode_does_not_copy_a_multibyte_format_buffer(wire: ModuleType) -> Non
     assert address(segments[-1]) == address(doubles)
 
 
+def bytes_address(value: bytes) -> int:
+    """The address of the first byte of a ``bytes`` object (ctypes does not copy it)."""
+    address = ctypes.cast(ctypes.c_char_p(value), ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
+def receive_like_a_socket(
+    decoder: Any, data: bytes, chunks: list[int]
+) -> tuple[list[Any], list[tuple[int, int]]]:
+    """``recv_into`` each view ``get_buffer`` hands out, at most the next chunk size at a time.
+
+    Returns the frames and, per view, (address of the view, bytes written into it).
+    """
+    frames: list[Any] = []
+    written: list[tuple[int, int]] = []
+    pos = 0
+    index = 0
+    while pos < len(data):
+        chunk = chunks[index % len(chunks)]
+        index += 1
+        view = decoder.get_buffer(chunk)
+        assert not view.readonly
+        n = min(len(view), chunk, len(data) - pos)
+        view[:n] = data[pos : pos + n]
+        written.append((address(view), n))
+        pos += n
+        frames.extend(decoder.buffer_updated(n))
+    return frames, written
+
+
 def test_large_buffer_is_received_in_place(wire: ModuleType) -> None:
     """Simulate a socket: ``recv_into`` each view ``get_buffer`` hands out, in chunks."""
     original = pattern(MIB, 5)
     data = join(wire.encode_frame(spec.MSG_REQUEST, seq=9, payload=b"pickle", buffers=[original]))
     decoder = wire.FrameDecoder()
     chunk = 100_003  # not a divisor of anything: the chunks straddle the head and the body
-    received: list[tuple[int, int]] = []  # (address, bytes written) per get_buffer view
-    frames: list[Any] = []
-    last_view: memoryview | None = None
-    pos = 0
-    while pos < len(data):
-        view = decoder.get_buffer(chunk)
-        n = min(len(view), chunk, len(data) - pos)
-        view[:n] = data[pos : pos + n]
-        received.append((address(view), n))
-        pos += n
-        last_view = view
-        frames.extend(decoder.buffer_updated(n))
+    frames, written = receive_like_a_socket(decoder, data, [chunk])
     assert len(frames) == 1 and decoder.buffered == 0
     frame = frames[0]
     assert bytes(frame.payload) == b"pickle"
@@ -552,14 +574,119 @@ def test_large_buffer_is_received_in_place(wire: ModuleType) -> None:
 
     start = address(buffer)
     end = start + buffer.nbytes
-    assert last_view is not None
-    # The last view the "socket" wrote into ends exactly where the decoded buffer ends...
-    assert address(last_view) + len(last_view) == end
-    assert start <= address(last_view) < end
-    # ...and every view after the first chunk lay inside the decoded buffer: those bytes were
-    # written to their final place and never copied.
-    in_place = sum(n for addr, n in received if start <= addr and addr + n <= end)
-    assert in_place >= MIB - chunk
-    # Proof by mutation: writing through the socket's view changes the decoded buffer.
-    last_view[len(last_view) - 1] = (original[-1] + 1) & 0xFF
-    assert buffer[-1] == (original[-1] + 1) & 0xFF
+    # Only the first chunk went to the small receive buffer (it holds the head); every later
+    # view lay inside the decoded buffer, the last one ending where the buffer ends: those
+    # bytes were written to their final place and never copied.
+    first, *rest = written
+    assert rest and all(start <= addr and addr + n <= end for addr, n in rest)
+    in_first = first[1] - (len(data) - MIB)  # the buffer's bytes that came with the head
+    assert [addr for addr, _ in rest] == [
+        start + in_first + sum(n for _, n in rest[:i]) for i in range(len(rest))
+    ]
+    assert rest[-1][0] + rest[-1][1] == end
+
+
+def test_every_part_of_a_large_frame_is_received_in_place(wire: ModuleType) -> None:
+    """The payload, each buffer and the MAC are received into their own final memory, in order."""
+    payload = pattern(LARGE + 3, 1)
+    buffers = [pattern(MIB, 2), b"", pattern(70_001, 3), pattern(5, 4), b""]
+    mac = bytes(range(32))
+    data = join(
+        [
+            *wire.encode_frame(
+                spec.MSG_REPLY,
+                object_id="o",
+                payload=payload,
+                buffers=buffers,
+                mac_size=spec.MAC_SIZE,
+            ),
+            mac,
+        ]
+    )
+    hlen = head_len("o", "", len(buffers))
+    decoder = wire.FrameDecoder()
+    # The first piece holds the head and a few payload bytes; then odd sizes.
+    frames, written = receive_like_a_socket(decoder, data, [hlen + 10, 65_537, 3, 200_001])
+    (frame,) = frames
+    assert decoder.buffered == 0
+    assert fields(frame)[5:8] == (payload, buffers, mac)
+    assert type(frame.payload) is memoryview
+    assert all(type(b) is memoryview and not b.readonly for b in frame.buffers)
+    # Where each field's bytes are now, in wire order (zero-length parts take no bytes).
+    parts = [(address(frame.payload), len(payload))]
+    parts += [(address(b), b.nbytes) for b in frame.buffers if b.nbytes]
+    if wire.__name__.endswith("_fastwire"):
+        parts.append((bytes_address(frame.mac), len(mac)))  # the MAC too, as bytes
+    # After the first piece, every view handed out lay inside one part, and together they
+    # filled each part from where the first piece left off to its end: the socket wrote every
+    # byte into its final place, part by part.
+    filled = {start: 0 for start, _ in parts}
+    filled[parts[0][0]] = 10
+    for addr, n in written[1:]:
+        (start, size) = next((p for p in parts if p[0] <= addr < p[0] + p[1]), (None, 0))
+        if start is None:
+            assert not wire.__name__.endswith("_fastwire"), "the Cython engine copied a part"
+            continue  # the pure engine's MAC is a copy of its part
+        assert addr == start + filled[start], "a view is not where the part's missing bytes start"
+        assert addr + n <= start + size, "a view spans two parts"
+        filled[start] += n
+    assert filled == {start: size for start, size in parts}
+
+
+def test_the_decoder_keeps_no_reference_to_a_finished_frame(wire: ModuleType) -> None:
+    data = join(
+        wire.encode_frame(spec.MSG_REPLY, payload=pattern(100), buffers=[pattern(MIB), b"x"])
+    )
+    decoder = wire.FrameDecoder()
+    frames, _ = receive_like_a_socket(decoder, data, [30_000])
+    (frame,) = frames
+    refs = [weakref.ref(frame.payload), *(weakref.ref(b) for b in frame.buffers)]
+    del frame, frames
+    gc.collect()
+    assert [r() for r in refs] == [None] * len(refs)
+    assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("mac", [b"", bytes(range(32))])
+def test_large_frame_with_empty_first_and_last_parts(wire: ModuleType, mac: bytes) -> None:
+    # Zero-length parts take no bytes: the frame completes on the last byte of the last
+    # non-empty part, whether the payload, the first or the last buffers are empty.
+    buffers = [b"", pattern(LARGE, 6), b"", b""]
+    data = join([*wire.encode_frame(spec.MSG_REPLY, buffers=buffers, mac_size=len(mac)), mac])
+    hlen = head_len("", "", len(buffers))
+    for frames in (
+        wire.FrameDecoder().feed(data),
+        receive_like_a_socket(wire.FrameDecoder(), data, [hlen, 7, 50_000])[0],
+        receive_like_a_socket(wire.FrameDecoder(), data, [len(data) - 1, 1])[0],
+    ):
+        (frame,) = frames
+        assert fields(frame)[5:8] == (b"", buffers, mac)
+        assert type(frame.payload) is memoryview
+        assert [type(b) for b in frame.buffers] == [memoryview] * 4
+
+
+def test_cython_engine_receives_buffers_into_fresh_bytes() -> None:
+    fast = pytest.importorskip("pyroact._fastwire")
+    data = pattern(MIB, 8)
+    segments = fast.encode_frame(spec.MSG_REPLY, payload=b"p", buffers=[data, b"", b"z"])
+    decoder = fast.FrameDecoder()
+    frames, _ = receive_like_a_socket(decoder, join(segments), [50_000])
+    (frame,) = frames
+    exporters = [b.obj for b in frame.buffers]
+    received = [e.received_bytes for e in exporters]
+    assert [type(r) for r in received] == [bytes] * 3
+    assert received == [data, b"", b"z"]
+    # The frame's buffers are writable views over exactly those bytes objects...
+    assert not frame.buffers[0].readonly
+    assert address(frame.buffers[0]) == bytes_address(received[0])
+    # ...and the exporter refuses new writable exports once the frame is complete.
+    assert memoryview(exporters[0]).readonly
+    with pytest.raises(TypeError):
+        ctypes.c_char.from_buffer(exporters[0])
+    # The exporter is the decoder's own: it cannot be made, or used empty, from Python.
+    cls = type(exporters[0])
+    with pytest.raises(TypeError):
+        cls()
+    with pytest.raises(BufferError):
+        memoryview(cls.__new__(cls))
+    assert cls.__new__(cls).received_bytes is None
