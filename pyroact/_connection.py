@@ -23,12 +23,16 @@ key ``HMAC(key, "pyroact-session" | transcript)`` then signs every frame: the MA
 ``HMAC(session, direction | counter | frame bytes)`` with a per-direction counter that both
 sides keep, so a replayed, reordered, dropped or altered frame fails the check.
 
-Without a key there is nothing in GRANTED for the client to verify, so the client may send its
-first requests right after CONNECT, before GRANTED arrives (:attr:`Connection.may_send_early`):
-a new connection costs one round trip less. The server acts on them only once it has granted
-the connection (if it denies, they go with the connection), and before that it still takes
-frames of at most ``MAX_HANDSHAKE_SIZE`` bytes, so the client sends a larger first request only
-after the grant.
+The client may send its first requests right after CONNECT, before GRANTED arrives
+(:attr:`Connection.may_send_early`): a new connection costs one round trip less. With a key
+they already carry their MAC, since both nonces are known once CONNECT is sent. The server
+acts on them only once it has granted the connection (if it denies, they go with the
+connection, unrun), and before that it takes frames of at most ``MAX_HANDSHAKE_SIZE`` bytes, so
+the client sends a larger first request only after the grant. The client still reads GRANTED,
+and checks the server's proof, before it accepts any reply: a server that does not know the key
+gets to see the early request (as anyone on the path could: without TLS frames are not
+encrypted), but cannot answer it, and cannot use it elsewhere, because its MAC covers this
+connection's nonces and counter.
 """
 
 from __future__ import annotations
@@ -152,12 +156,14 @@ class Connection:
 
     @property
     def may_send_early(self) -> bool:
-        """Client: requests may go out before GRANTED (no key, none required; see above)."""
+        """Client: requests may go out before GRANTED (see above).
+
+        Not when the server requires an identification this end does not have: it will deny.
+        """
         return (
             self.role == CLIENT
             and self.state == WAIT_GRANT
-            and self._key is None
-            and not self.ident_required
+            and (self._key is not None or not self.ident_required)
         )
 
     @property
@@ -287,7 +293,8 @@ class Connection:
         """
         if len(token) not in (0, 32):
             raise ValueError(f"authentication token must be 0 or 32 bytes, not {len(token)}")
-        self._key = key
+        # Both nonces are known now: early requests can carry their MACs.
+        self._set_key(key)
         return encode_frame(spec.MSG_CONNECT, payload=self.client_nonce + token)
 
     def handle_grant(self, frame: Frame) -> None:

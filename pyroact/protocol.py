@@ -440,9 +440,9 @@ class PYROAdapter:
                     self.ident, sm.transcript, channel.peer, URI, None
                 )
                 channel.send(sm.build_connect(token, self.ident if token else None))
-                # Nothing to verify in the grant of a keyless connection: the first request
-                # goes out now and the grant is read before its reply (see _connection). The
-                # server sends nothing more before it reads CONNECT, so the decoder is empty.
+                # The first request goes out now and the grant (with the server's proof) is
+                # read before its reply (see _connection). The server sends nothing more before
+                # it reads CONNECT, so the decoder is empty.
                 self._grant_pending = sm.may_send_early
                 if not self._grant_pending:
                     sm.handle_grant(channel.recv_frame())

@@ -25,6 +25,7 @@ from pyroact.errors import ConnectionClosedError, ConnectionDeniedError
 from pyroact.errors import TimeoutError as PyroTimeoutError
 from pyroact.protocol import DefaultConnValidator
 from pyroact.transport import Channel
+from pyroact.wire import encode_frame
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -111,7 +112,7 @@ def test_the_first_request_arrives_before_the_grant() -> None:
     assert server.notes == {"early": (spec.MSG_REQUEST, "answer"), "later": "again"}
 
 
-def test_with_an_identification_nothing_is_sent_before_the_grant() -> None:
+def test_without_the_identification_a_server_requires_nothing_is_sent_early() -> None:
     def script(channel: Channel, sm: connection_sm.Connection) -> None:
         challenge(channel, sm, ident=True)
         server.notes["quiet"] = nothing_arrives(channel)
@@ -119,7 +120,6 @@ def test_with_an_identification_nothing_is_sent_before_the_grant() -> None:
 
     server = FakeServer(script)
     proxy = DynamicProxy(server.uri())
-    proxy._setIdentification("secret")
     try:
         with pytest.raises(ConnectionDeniedError, match="security reasons"):
             proxy.answer()
@@ -127,6 +127,70 @@ def test_with_an_identification_nothing_is_sent_before_the_grant() -> None:
         proxy._release()
         server.join()
     assert server.notes == {"quiet": True}
+
+
+def test_an_identified_client_sends_its_first_request_early_with_its_mac() -> None:
+    key = connection_sm.munge_ident("secret")
+
+    def script(channel: Channel, sm: connection_sm.Connection) -> None:
+        channel.send(
+            sm.build_challenge(secrets.token_bytes(connection_sm.NONCE_SIZE), ident_required=True)
+        )
+        token = sm.handle_connect(channel.recv_frame())
+        assert token == connection_sm.client_token(key, sm.transcript)
+        early = channel.recv_frame()  # before the grant, already signed
+        channel.send(sm.build_granted(key))
+        reply(channel, sm, sm.check(early), early.method)  # check() verifies the MAC
+
+    server = FakeServer(script)
+    proxy = DynamicProxy(server.uri())
+    proxy._setIdentification("secret")
+    try:
+        assert proxy.answer() == "answer"
+    finally:
+        proxy._release()
+        server.join()
+
+
+def test_a_server_that_cannot_prove_the_key_gets_no_answer_accepted() -> None:
+    def script(channel: Channel, sm: connection_sm.Connection) -> None:
+        challenge(channel, sm, ident=True)
+        early = channel.recv_frame()
+        server.notes["early"] = early.method
+        # An impostor: it does not know the key, so its proof is made up.
+        channel.send(encode_frame(spec.MSG_GRANTED, payload=secrets.token_bytes(32)))
+        channel.send(
+            encode_frame(spec.MSG_REPLY, seq=early.seq, payload=serializer.dumps("forged")[0])
+        )
+
+    server = FakeServer(script)
+    proxy = DynamicProxy(server.uri())
+    proxy._setIdentification("secret")
+    try:
+        with pytest.raises(ConnectionDeniedError, match="did not prove"):
+            proxy.answer()
+    finally:
+        proxy._release()
+        server.join()
+    assert server.notes == {"early": "answer"}
+
+
+def test_an_early_request_with_a_wrong_identification_never_runs(mode_daemon: Daemon) -> None:
+    obj = Counting()
+    uri = mode_daemon.connect(obj)
+    mode_daemon.setAllowedIdentifications(["right"])
+    wrong = DynamicProxy(uri)
+    wrong._setIdentification("wrong")
+    right = DynamicProxy(uri)
+    right._setIdentification("right")
+    try:
+        with pytest.raises(ConnectionDeniedError, match="security reasons"):
+            wrong.bump()
+        assert obj.calls == 0
+        assert right.bump() == 1
+    finally:
+        wrong._release()
+        right._release()
 
 
 def test_a_first_request_too_large_for_the_handshake_limit_waits_for_the_grant() -> None:
