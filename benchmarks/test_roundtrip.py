@@ -314,6 +314,53 @@ def test_call_small(benchmark: Any, server_pool: ServerPool, clients: list[Clien
     benchmark.pedantic(client.call, rounds=15, iterations=100, warmup_rounds=1)
 
 
+PAIRED_GROUP = "call-small-paired"
+
+
+def test_call_small_process_against_threaded(benchmark: Any, server_pool: ServerPool,
+                                             clients: list[Client]) -> None:  # fmt: skip
+    """The process mode's small call against the threaded mode's, in interleaved batches.
+
+    ``call-small`` times each mode in its own block of rounds, seconds apart, and on this
+    machine the threaded figure alone moves by a third between blocks; here batches of the two
+    modes alternate (ABBA), so both see the same machine. ``extra_info["ratio"]`` is the median
+    process batch time over the median threaded batch time.
+    """
+    quick = benchmark.disabled
+    pairs, calls = (2, 20) if quick else (16, 100)
+    threaded = TARGETS["pyroact-threaded"].connect(serve(server_pool, TARGETS["pyroact-threaded"]))
+    process = TARGETS["pyroact-process"].connect(serve(server_pool, TARGETS["pyroact-process"]))
+    clients += [threaded, process]
+    times: dict[str, list[float]] = {"threaded": [], "process": []}
+
+    def batch(name: str, client: Client) -> None:
+        start = time.perf_counter()
+        for _ in range(calls):
+            client.call()
+        times[name].append((time.perf_counter() - start) / calls)
+
+    def run() -> None:
+        for client in (threaded, process):
+            for _ in range(calls):  # the same warm-up on both
+                client.call()
+        for i in range(pairs):
+            order = [("threaded", threaded), ("process", process)]
+            for name, client in order if i % 2 == 0 else order[::-1]:
+                batch(name, client)
+
+    prepare(benchmark, TARGETS["pyroact-process"], PAIRED_GROUP, 1)
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    benchmark.extra_info.update(
+        threaded_s=median["threaded"],
+        process_s=median["process"],
+        ratio=median["process"] / median["threaded"],
+        batches=pairs,
+        calls_per_batch=calls,
+    )
+    assert all(v > 0 for v in median.values())
+
+
 @pytest.mark.parametrize("name", targets(*PYROACT, "pyro5", "pyro5-marshal"))
 def test_oneway(benchmark: Any, server_pool: ServerPool, clients: list[Client],
                 name: str) -> None:  # fmt: skip
