@@ -152,8 +152,17 @@ class ThreadPool:
             if self._closed:
                 raise RuntimeError("thread pool is shut down")
             self._tasks.append(task)
-            if not self._waking:
+            if self._waking:
+                return
+            try:
                 self._dispatch_queued()
+            except BaseException:
+                self._tasks.remove(task)  # the caller learns it failed: it must not run later
+                raise
+            if not self._threads:
+                # No thread could be started and none runs: nobody would ever take it.
+                self._tasks.remove(task)
+                raise RuntimeError("cannot start a thread for the task (see the log)")
 
     def hand_off(self, task: Task) -> bool:
         """Give ``task`` to an idle thread or a new one now; False when it would only queue.
@@ -177,7 +186,10 @@ class ThreadPool:
             if self._threads - self._blocked >= self.max_threads:
                 return False
             self._tasks.appendleft(task)
-            return self._start_thread()
+            if self._start_thread():
+                return True
+            self._tasks.popleft()  # not started: nothing was handed over
+            return False
 
     def _dispatch_queued(self) -> None:
         # Called with the lock held: start the head of the queue on an idle thread, or on a
@@ -195,20 +207,24 @@ class ThreadPool:
         slot.parked.release()
 
     def _start_thread(self) -> bool:
-        # Called with the lock held; the new thread takes the head of the queue.
-        self._threads += 1
+        # Called with the lock held; the new thread takes the head of the queue. False (and
+        # the counts as they were) when no thread could be started.
         self._started += 1
-        self._waking += 1
-        thread = threading.Thread(
-            target=self._work, name=f"{self._name}-{self._started}", daemon=True
-        )
         try:
-            thread.start()
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{self._started}", daemon=True
+            )
+            self._threads += 1
+            self._waking += 1
+            try:
+                thread.start()
+            except BaseException:
+                self._threads -= 1
+                self._waking -= 1
+                raise
         except RuntimeError:
             # The interpreter cannot start a thread now (resource limits): the queued work
-            # waits for a running thread instead of being lost.
-            self._threads -= 1
-            self._waking -= 1
+            # waits for a running thread instead (submit refuses it when there is none).
             log.exception("cannot start a pool thread (%d running)", self._threads)
             return False
         return True

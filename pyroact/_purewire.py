@@ -240,8 +240,21 @@ class FrameDecoder:
 
     @property
     def max_message_size(self) -> int:
-        """The size limit this decoder enforces."""
+        """The size limit this decoder enforces.
+
+        Setting it changes the limit for every frame whose head is checked from then on;
+        bytes already buffered stay (a handshake's limit is raised this way once granted).
+
+        Raises:
+            ValueError: a new limit that is not positive.
+        """
         return self._max
+
+    @max_message_size.setter
+    def max_message_size(self, value: int) -> None:
+        if value <= 0:
+            raise ValueError(f"max_message_size must be positive, not {value}")
+        self._max = value
 
     @property
     def buffered(self) -> int:

@@ -37,7 +37,7 @@ import pyroact
 
 from . import _wirespec as spec
 from . import core, serializer
-from ._mailbox import Mailbox, Task, ThreadPool, blocking
+from ._mailbox import Mailbox, Task, ThreadPool
 from .errors import BusyError, DaemonError, ProtocolError, PyroError
 from .protocol import LocalStorage, current_call
 from .transport import Channel
@@ -233,31 +233,54 @@ class WorkerDaemon:
         log.info("worker %d stats at shutdown: %s", self.index, self.stats())
 
     def _lead(self) -> None:
+        try:
+            self._read_link()
+        except BaseException:
+            # Nothing would read the link again: exit, so that the daemon fails this worker's
+            # calls at once and restarts it, rather than leave them hanging.
+            log.exception("worker %d: the link reader failed; the worker exits", self.index)
+            os._exit(1)
+
+    def _read_link(self) -> None:
         # Leader/follower: one pool thread at a time reads the link. When it reads a call and
         # nothing else is waiting on the link, it hands the reading to another thread and runs
         # the call itself, so the call starts without a thread wake-up; otherwise it queues
         # the call and keeps reading, so the link is never left unread.
+        pool = self.pool
         while True:
-            with blocking():  # waiting on the link does not hold one of the pool's threads
-                try:
-                    frame = self.link.recv_frame()
-                except PyroError:
-                    os._exit(0)  # the parent is gone: share its fate at once
+            pool._enter_blocking()  # waiting on the link does not hold one of the pool's threads
+            try:
+                frame = self.link.recv_frame()
+            except PyroError:
+                os._exit(0)  # the parent is gone: share its fate at once
+            finally:
+                pool._exit_blocking()
             if frame.msg_type == spec.MSG_CLOSE:
                 self._closed.set()
                 return
-            if frame.object_id == "":
-                self._control(frame)
+            try:
+                if frame.object_id == "":
+                    self._control(frame)
+                    continue
+                start = self._admit(frame)
+            except Exception as exc:
+                # A failure of this one frame (an initTLS function that raises, say) fails
+                # its call, never the reader.
+                log.exception("worker %d: cannot take frame %r", self.index, frame)
+                if frame.object_id != "":
+                    self._reply_exception(frame.seq, exc)
                 continue
-            start = self._admit(frame)
             if start is None:
                 continue
-            if not self.link.pending() and self.pool.hand_off(self._lead):
-                start()
+            if not self.link.pending() and pool.hand_off(self._lead):
+                try:
+                    start()
+                except Exception:
+                    log.exception("worker %d: error running a call", self.index)
                 return
             # More frames are already here (a burst of oneways), or every thread is busy:
             # the pool runs this call while the reader goes on.
-            self.pool.submit(start)
+            pool.submit(start)
 
     def _admit(self, frame: Frame) -> Task | None:
         # Puts the call in its object's mailbox (in arrival order) and returns what runs it

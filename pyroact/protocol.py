@@ -177,7 +177,6 @@ class TCPConnection:
         # PYROSSL: True until the TLS handshake is complete (see TCPServer.connection_readable).
         self.tls_handshaking = False
         self.peercert: dict[str, Any] | None = None
-        self.limit_pending = False  # granted, but the handshake size limit still applies
 
     @property
     def connected(self) -> bool:
@@ -227,7 +226,6 @@ CONNECTION_FIELDS = frozenset(
         "worker_key",
         "processing",
         "tls_handshaking",
-        "limit_pending",
     }
 )
 
@@ -446,7 +444,7 @@ class PYROAdapter:
                 self._grant_pending = sm.may_send_early
                 if not self._grant_pending:
                     sm.handle_grant(channel.recv_frame())
-                channel.set_max_message_size(self.max_message_size)
+                    channel.set_max_message_size(self.max_message_size)
             except ConnectionClosedError as exc:
                 channel.close()
                 if isinstance(exc, TimeoutError):
@@ -706,7 +704,10 @@ class PYROAdapter:
         # The verdict on a connection whose first request went out before it (a denial
         # raises ConnectionDeniedError here, and the caller closes the channel).
         self._grant_pending = False
-        sm.handle_grant(channel.recv_frame())
+        # Read alone, under the handshake's size limit: the reply may follow it at once, and
+        # nothing larger is taken from a server before it proved it knows the key.
+        sm.handle_grant(channel.recv_frame_exactly())
+        channel.raise_max_message_size(self.max_message_size)
 
     def _result_of(self, frame: Frame, object_id: str) -> Any:
         payload = frame.payload
@@ -1102,14 +1103,7 @@ class TCPServer:
             return
         conn.last_activity = time.monotonic()
         conn.backlog.extend(frames)
-        if conn.limit_pending:
-            self._apply_granted_limit(conn)
         self.process_backlog(conn)
-
-    def _apply_granted_limit(self, conn: TCPConnection) -> None:
-        if not conn.channel.decoder.buffered:
-            conn.channel.set_max_message_size(self.config.PYRO_MAX_MESSAGE_SIZE)
-            conn.limit_pending = False
 
     def process_backlog(self, conn: TCPConnection) -> None:
         """Act on queued frames until the connection pauses for a running call.
@@ -1161,10 +1155,8 @@ class TCPServer:
             self.drop_connection(conn)
             return
         conn.send(conn.sm.build_granted(conn.authenticated_key))
-        # A client's early first request may be half here: the granted size limit applies
-        # once the decoder holds no partial frame (see connection_readable).
-        conn.limit_pending = True
-        self._apply_granted_limit(conn)
+        # In place: the client's early first request may still be arriving.
+        conn.channel.raise_max_message_size(self.config.PYRO_MAX_MESSAGE_SIZE)
         if self.server.shared_tls:
             conn.tls = self.shared_tls
         else:

@@ -150,6 +150,16 @@ class WorkerHandle:
                 self.pending.pop(call_id, None)
                 raise WorkerDiedError(f"worker {self.index} link failed: {exc}") from None
 
+    def close_link(self) -> None:
+        """Send what is held, then CLOSE: the worker drains its calls and exits."""
+        with self.lock:
+            segments = [*self._held, *encode_frame(spec.MSG_CLOSE)]
+            self._held.clear()
+            try:
+                self.channel.send(segments)
+            except PyroError:
+                pass  # gone already: its link reader reports it
+
     def flush(self) -> None:
         """Send the frames held by ``send_call(..., later=True)``, if any.
 
@@ -290,10 +300,7 @@ class WorkerPool:
         self._closing = True
         for handle in self.workers:
             if handle.alive:
-                try:
-                    handle.channel.send(encode_frame(spec.MSG_CLOSE))
-                except PyroError:
-                    pass
+                handle.close_link()
         for handle in self.workers:
             try:
                 handle.process.wait(max(0.1, deadline - time.monotonic()) + 2.0)

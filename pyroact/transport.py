@@ -245,6 +245,72 @@ class Channel:
             raise ProtocolError("invalid header: data arrived before the handshake completed")
         self.decoder = FrameDecoder(max_message_size=size)
 
+    def raise_max_message_size(self, size: int) -> None:
+        """Raise the size limit for every frame whose head is read from now on.
+
+        Unlike :meth:`set_max_message_size` it keeps what is buffered: a connection that is
+        granted while the peer's first request is still arriving takes that request, and the
+        larger frames after it, under the granted limit.
+
+        Args:
+            size: the new limit in bytes (at least the current one).
+        """
+        if size > self.decoder.max_message_size:
+            self.decoder.max_message_size = size
+
+    def recv_frame_exactly(self) -> Frame:
+        """Receive one frame without reading any byte past it.
+
+        The client reads the server's verdict this way when its first request went out
+        early: the reply may already follow the verdict, and must not be parsed under the
+        handshake's size limit, which stays until the verdict has been checked.
+
+        Returns:
+            The frame.
+
+        Raises:
+            ConnectionClosedError: the peer closed the connection or it broke.
+            TimeoutError: nothing arrived within the timeout; the channel is closed.
+            ProtocolError: the peer sent a malformed stream.
+        """
+        if self._frames or self.decoder.buffered:
+            return self.recv_frame()
+        head = self._read_exactly(spec.HEADER_SIZE)
+        self._frames.extend(self.decoder.feed(head))
+        fields = spec.HEADER_STRUCT.unpack_from(head)
+        _magic, _version, _type, oid_len, _flags, meth_len, _seq, plen, nbuf, mac_len = fields
+        table = self._read_exactly(nbuf * spec.BUFLEN_SIZE)
+        self._frames.extend(self.decoder.feed(table))
+        buffers = sum(
+            spec.BUFLEN_STRUCT.unpack_from(table, i * spec.BUFLEN_SIZE)[0] for i in range(nbuf)
+        )
+        rest = oid_len + meth_len + plen + buffers + mac_len
+        while not self._frames and rest:
+            # The decoder checked the head against the limit before anything of the body.
+            chunk = self._read_exactly(min(rest, spec.RECV_BUFFER_SIZE))
+            rest -= len(chunk)
+            self._frames.extend(self.decoder.feed(chunk))
+        return self._frames.popleft() if self._frames else self.recv_frame()
+
+    def _read_exactly(self, count: int) -> bytes:
+        data = bytearray(count)
+        view = memoryview(data)
+        got = 0
+        while got < count:
+            try:
+                n = self._receive_into(view[got:])
+            except builtins.TimeoutError:
+                self.close()
+                raise TimeoutError("connection timeout receiving") from None
+            except OSError as exc:
+                self.close()
+                raise ConnectionClosedError(f"connection lost: {exc}") from None
+            if n == 0:
+                self.close()
+                raise ConnectionClosedError("connection lost")
+            got += n
+        return bytes(data)
+
     def send(self, segments: Sequence[Any]) -> None:
         """Send one encoded frame.
 

@@ -43,6 +43,12 @@ def init_tls(tls: Any) -> None:
     tls.marker = f"{os.getpid()}-{id(tls)}-{time.monotonic_ns()}"
 
 
+def init_tls_failing_in_workers(tls: Any) -> None:
+    """A TLS initialiser that works in the parent and raises in a worker (a missing resource)."""
+    if type(getattr(tls, "caller", None)).__name__ == "WorkerCaller":
+        raise RuntimeError("no database connection in this worker")
+
+
 class Worker(ObjBase):
     """A general object for the process-mode tests (its state is picklable)."""
 

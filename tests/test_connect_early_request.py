@@ -21,7 +21,7 @@ from pyroact import _connection as connection_sm
 from pyroact import _wirespec as spec
 from pyroact import constants, serializer
 from pyroact.core import Daemon, DynamicProxy, PyroURI
-from pyroact.errors import ConnectionClosedError, ConnectionDeniedError
+from pyroact.errors import ConnectionClosedError, ConnectionDeniedError, ProtocolError
 from pyroact.errors import TimeoutError as PyroTimeoutError
 from pyroact.protocol import DefaultConnValidator
 from pyroact.transport import Channel
@@ -338,3 +338,86 @@ def test_a_request_larger_than_the_handshake_limit_before_the_grant_is_refused(
         assert spec.MSG_REPLY not in received
     finally:
         channel.close()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_the_granted_limit_applies_even_if_the_early_request_was_half_here(
+    mode_daemon: Daemon, split: bool
+) -> None:
+    # The early oneway request is cut by a segment boundary when the server grants; its rest
+    # arrives together with a larger request, which the granted limit must let through.
+    guid = mode_daemon.connect(Counting()).objectID
+    sock = socket.create_connection(("127.0.0.1", mode_daemon.port), timeout=5)
+    channel = Channel(sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=5)
+    sm = connection_sm.Connection(connection_sm.CLIENT)
+
+    def flat(segments: Any) -> bytes:
+        return b"".join(bytes(memoryview(s)) for s in segments)
+
+    try:
+        sm.start()
+        sm.handle_challenge(channel.recv_frame())
+        connect = flat(sm.build_connect(b"", None))
+        payload, buffers, flags = serializer.dumps_call((b"y" * 3000,), {})
+        early = flat(
+            sm.build(spec.MSG_ONEWAY, seq=sm.next_seq(), object_id=guid, method="echo",
+                     payload=payload, buffers=buffers, flags=flags)
+        )  # fmt: skip
+        assert len(early) < connection_sm.MAX_HANDSHAKE_SIZE
+        cut = len(early) // 2 if split else len(early)
+        sock.sendall(connect + early[:cut])
+        sm.handle_grant(channel.recv_frame())  # the server has granted
+        channel.set_max_message_size(spec.DEFAULT_MAX_MESSAGE_SIZE)
+        big = b"z" * 200_000
+        payload, buffers, flags = serializer.dumps_call((big,), {})
+        seq = sm.next_seq()
+        request = flat(
+            sm.build(spec.MSG_REQUEST, seq=seq, object_id=guid, method="echo",
+                     payload=payload, buffers=buffers, flags=flags)
+        )  # fmt: skip
+        sock.sendall(early[cut:] + request)
+        frame = sm.check(channel.recv_frame())
+        assert frame.seq == seq and serializer.loads(frame.payload, frame.buffers) == big
+    finally:
+        channel.close()
+
+
+def test_the_client_takes_nothing_large_from_a_server_before_its_proof() -> None:
+    def script(channel: Channel, sm: connection_sm.Connection) -> None:
+        challenge(channel, sm, ident=True)
+        channel.recv_frame()  # the early request
+        # Not a grant a client should read: a frame far over the handshake's limit.
+        channel.send(encode_frame(spec.MSG_GRANTED, payload=b"A" * 300_000))
+
+    server = FakeServer(script)
+    proxy = DynamicProxy(server.uri())
+    proxy._setIdentification("secret")
+    try:
+        with pytest.raises(ProtocolError, match="exceeds"):
+            proxy.answer()
+    finally:
+        proxy._release()
+        server.join()
+
+
+def test_a_reply_right_behind_the_grant_is_read_under_the_granted_limit() -> None:
+    # GRANTED and a large reply in one write: the verdict is read alone, so the reply is not
+    # parsed under the handshake's limit.
+    big = b"r" * 100_000
+
+    def script(channel: Channel, sm: connection_sm.Connection) -> None:
+        challenge(channel, sm)
+        early = channel.recv_frame()
+        payload, buffers, flags = serializer.dumps(big)
+        granted = [*sm.build_granted(None)]
+        reply_segments = sm.build(spec.MSG_REPLY, seq=early.seq, payload=payload,
+                                  buffers=buffers, flags=flags)  # fmt: skip
+        channel.sock.sendall(b"".join(bytes(memoryview(s)) for s in [*granted, *reply_segments]))
+
+    server = FakeServer(script)
+    proxy = DynamicProxy(server.uri())
+    try:
+        assert proxy.fetch() == big
+    finally:
+        proxy._release()
+        server.join()

@@ -137,3 +137,65 @@ def test_concurrent_mailbox_starts_every_call() -> None:
     for s in starts:
         s()  # type: ignore[misc]
     assert ran == [0, 1, 2] and mailbox.depth == 0
+
+
+class FailingStart:
+    """Makes ``threading.Thread.start`` raise ``error`` inside the block."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __enter__(self) -> None:
+        self.real = threading.Thread.start
+        error = self.error
+
+        def start(thread: threading.Thread) -> None:
+            raise error
+
+        threading.Thread.start = start  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        threading.Thread.start = self.real  # type: ignore[method-assign]
+
+
+def test_a_hand_off_that_cannot_start_a_thread_hands_nothing_over() -> None:
+    pool = ThreadPool(2, name="test-handoff-fail")
+    release = threading.Event()
+    try:
+        pool.submit(lambda: release.wait(DEADLINE))
+        wait_for(lambda: pool.threads == 1 and not pool._idle, "one busy thread")
+        ran = threading.Event()
+        with FailingStart(RuntimeError("can't start new thread")):
+            assert not pool.hand_off(ran.set)
+        release.set()
+        assert not ran.wait(0.3), "a refused hand-off ran anyway (two readers on one link)"
+    finally:
+        release.set()
+        pool.shutdown(5.0)
+
+
+def test_a_task_no_thread_can_ever_run_is_refused_to_the_submitter() -> None:
+    pool = ThreadPool(2, name="test-no-thread")
+    try:
+        with FailingStart(RuntimeError("can't start new thread")):
+            with pytest.raises(RuntimeError, match="cannot start a thread"):
+                pool.submit(lambda: None)
+        ran = threading.Event()
+        pool.submit(ran.set)  # threads start again: the pool is not stuck
+        assert ran.wait(DEADLINE)
+    finally:
+        pool.shutdown(5.0)
+
+
+def test_an_unexpected_error_starting_a_thread_leaves_the_pool_usable() -> None:
+    pool = ThreadPool(2, name="test-start-error")
+    try:
+        with FailingStart(MemoryError()):
+            with pytest.raises(MemoryError):
+                pool.submit(lambda: None)
+        assert pool._waking == 0 and pool.threads == 0 and not pool._tasks
+        ran = threading.Event()
+        pool.submit(ran.set)
+        assert ran.wait(DEADLINE)
+    finally:
+        pool.shutdown(5.0)

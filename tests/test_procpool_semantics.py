@@ -25,6 +25,7 @@ from proc_objects import (
     SyncRecorder,
     Worker,
     init_tls,
+    init_tls_failing_in_workers,
 )
 from remote_objects import Callback, ProbeObj, SyncProbeObj
 
@@ -228,6 +229,23 @@ def test_tls_caller_address_validator_attributes_and_init_tls_in_workers() -> No
         finally:
             p1._release()
             p2._release()
+
+
+def test_an_init_tls_that_fails_in_a_worker_fails_the_calls_not_the_worker() -> None:
+    # The worker's link reader must survive an error in one frame: the calls of that
+    # connection get the error at once, and the worker keeps answering the daemon.
+    with serving("process", workers=1) as d:
+        d.setInitTLS(init_tls_failing_in_workers)
+        proxy = DynamicProxy(d.connect(Worker))
+        proxy._setTimeout(10)
+        try:
+            for _ in range(2):
+                with pytest.raises(RuntimeError, match="no database connection"):
+                    proxy.pid()
+            stats = d.getStats()["workers"][0]
+            assert stats["alive"] and isinstance(stats["objects"], dict)
+        finally:
+            proxy._release()
 
 
 # -- transients, factories, proxies, attributes, callbacks, exceptions -------------------------

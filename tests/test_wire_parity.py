@@ -13,6 +13,7 @@ from wire_helpers import Blob, binary, fields, join
 
 from pyroact import _purewire as pure
 from pyroact import _wirespec as spec
+from pyroact.errors import MessageTooLargeError
 
 try:
     from pyroact import _fastwire as fast
@@ -112,16 +113,35 @@ def test_decoder_method_signatures(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", DECODER_PROPERTIES)
-def test_decoder_properties_are_read_only(name: str) -> None:
+def test_decoder_properties_are_ints_and_only_the_limit_can_be_set(name: str) -> None:
     for module in (fast, pure):
         assert inspect.isdatadescriptor(getattr(module.FrameDecoder, name))
         decoder = module.FrameDecoder(max_message_size=777)
         value = getattr(decoder, name)
         assert type(value) is int
-        with pytest.raises(AttributeError):
-            setattr(decoder, name, 5)
+        if name == "max_message_size":
+            decoder.max_message_size = 5000  # a handshake's limit, raised once granted
+            assert decoder.max_message_size == 5000
+            with pytest.raises(ValueError, match="must be positive, not 0"):
+                decoder.max_message_size = 0
+        else:
+            with pytest.raises(AttributeError):
+                setattr(decoder, name, 5)
     assert fast.FrameDecoder(max_message_size=777).max_message_size == 777
     assert pure.FrameDecoder(max_message_size=777).max_message_size == 777
+
+
+def test_a_raised_limit_keeps_buffered_bytes_and_applies_to_the_next_frame() -> None:
+    small = join(fast.encode_frame(spec.MSG_REQUEST, seq=1, payload=b"p" * 100))
+    large = join(fast.encode_frame(spec.MSG_REQUEST, seq=2, payload=b"q" * 10_000))
+    for module in (fast, pure):
+        decoder = module.FrameDecoder(max_message_size=1000)
+        assert decoder.feed(small[:50]) == []
+        decoder.max_message_size = 100_000
+        frames = decoder.feed(small[50:] + large)
+        assert [f.seq for f in frames] == [1, 2]
+        with pytest.raises(MessageTooLargeError):
+            module.FrameDecoder(max_message_size=1000).feed(large)
 
 
 # --------------------------------------------------------------------------- constructors
