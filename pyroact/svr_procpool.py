@@ -83,7 +83,8 @@ class WorkerHandle:
         self.channel = channel
         self.pid = process.pid
         self.pending: dict[int, PendingCall] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # pending calls, call ids, alive
+        self.send_lock = threading.Lock()  # writes to the link, and the held frames
         self.next_id = 1
         self.alive = True
         self.calls = 0
@@ -129,15 +130,18 @@ class WorkerHandle:
                 self.next_id = (call_id + 1) & spec.MAX_SEQ or 1
                 self.pending[call_id] = pending
             self.calls += 1
-            segments = encode_frame(
-                msg_type,
-                seq=call_id,
-                object_id=object_id,
-                method=method,
-                payload=payload,
-                buffers=buffers,
-                flags=flags,
-            )
+        segments = encode_frame(
+            msg_type,
+            seq=call_id,
+            object_id=object_id,
+            method=method,
+            payload=payload,
+            buffers=buffers,
+            flags=flags,
+        )
+        # Writing takes the send lock only: the link reader, which takes ``lock`` to find a
+        # reply's call, never waits for a write (a fast worker answers before sendmsg returns).
+        with self.send_lock:
             if later:
                 self._held.extend(segments)
                 return
@@ -147,12 +151,18 @@ class WorkerHandle:
             try:
                 self.channel.send(segments)
             except PyroError as exc:
-                self.pending.pop(call_id, None)
-                raise WorkerDiedError(f"worker {self.index} link failed: {exc}") from None
+                failed = WorkerDiedError(f"worker {self.index} link failed: {exc}")
+            else:
+                return
+        if pending is not None:
+            with self.lock:
+                if self.pending.pop(call_id, None) is None:
+                    return  # the worker's death has failed this call already
+        raise failed from None
 
     def close_link(self) -> None:
         """Send what is held, then CLOSE: the worker drains its calls and exits."""
-        with self.lock:
+        with self.send_lock:
             segments = [*self._held, *encode_frame(spec.MSG_CLOSE)]
             self._held.clear()
             try:
@@ -166,7 +176,7 @@ class WorkerHandle:
         Raises:
             WorkerDiedError: the worker is gone (its pending calls fail with its death).
         """
-        with self.lock:
+        with self.send_lock:
             if not self._held:
                 return
             segments = list(self._held)
