@@ -107,6 +107,8 @@ def _caller_attributes(conn: Any, internal: frozenset[str]) -> dict[str, Any]:
 
 
 class _Holding(threading.local):
+    """Per thread: the workers it holds frames for until its batch of client frames ends."""
+
     held: set[WorkerHandle]
 
     def __init__(self) -> None:
