@@ -24,7 +24,8 @@ from typing import Any
 from . import _wirespec as spec
 from . import serializer
 from .errors import DaemonError, SerializeError, WorkerDiedError
-from .svr_procpool import PendingCall, WorkerHandle, WorkerPool
+from .svr_procpool import DELIVERED, PendingCall, WorkerHandle, WorkerPool
+from .transport import ServerChannel
 from .wire import Frame
 
 __all__ = ["PINNED", "PLACEMENTS", "REPLICATED", "ProcessRouter", "Route"]
@@ -322,7 +323,7 @@ class ProcessRouter:
                 handle.send_call(
                     frame.msg_type,
                     object_id=frame.object_id,
-                    method=f"{key}:{frame.method}",
+                    method=f"{key}:{frame.seq}:{frame.method}",
                     payload=frame.payload,
                     buffers=frame.buffers,
                     flags=frame.flags,
@@ -340,7 +341,7 @@ class ProcessRouter:
             handle.send_call(
                 frame.msg_type,
                 object_id=frame.object_id,
-                method=f"{key}:{frame.method}",
+                method=f"{key}:{frame.seq}:{frame.method}",
                 payload=frame.payload,
                 buffers=frame.buffers,
                 flags=frame.flags,
@@ -382,6 +383,8 @@ class ProcessRouter:
             if error is not None or reply is None:
                 payload = serializer.dumps_exception(error or WorkerDiedError("no reply"), [])
                 daemon.reply_then(conn, spec.MSG_EXCEPTION, seq, payload, (), 0, resume)
+            elif reply.method == DELIVERED:
+                resume()  # the worker wrote the reply to the client's socket itself
             else:
                 daemon.reply_then(
                     conn, reply.msg_type, seq, reply.payload, reply.buffers, reply.flags, resume
@@ -397,8 +400,17 @@ class ProcessRouter:
             key = str(next(_connection_keys))
             conn.worker_key = key
         if key not in handle.sessions:
+            direct = self._may_answer_directly(conn)
+            if direct:
+                try:
+                    handle.send_socket(key, conn.fd)
+                    conn.socket_shared = True
+                except OSError as exc:
+                    log.warning("cannot pass %s's socket to worker %d: %s", conn.addr,
+                                handle.index, exc)  # fmt: skip
+                    direct = False
             payload, buffers, flags = serializer.dumps(
-                (key, conn.addr, _caller_attributes(conn, self._internal))
+                (key, conn.addr, _caller_attributes(conn, self._internal), direct)
             )
             # Held: it goes to the worker in one write with the call that needs it.
             handle.send_call(
@@ -415,6 +427,13 @@ class ProcessRouter:
             handle.sessions.add(key)
             conn.forwarded_to.add(handle.index)
         return key
+
+    @staticmethod
+    def _may_answer_directly(conn: Any) -> bool:
+        # A worker writes replies to the client's socket itself (one hop less per call) only
+        # where a reply frame is nothing but its bytes: no TLS session and no frame MACs,
+        # whose state lives in this process.
+        return type(conn.channel) is ServerChannel and not conn.sm.authenticated
 
     def connection_closed(self, conn: Any) -> None:
         """Tell the workers a connection went away (they drop its thread-local storage)."""
@@ -451,11 +470,12 @@ class ProcessRouter:
         for entry in per_worker:
             if entry["alive"]:
                 try:
-                    entry["objects"] = self.pool.control(entry["index"], "stats", timeout=timeout)[
-                        "objects"
-                    ]
+                    worker = self.pool.control(entry["index"], "stats", timeout=timeout)
                 except Exception as exc:
                     entry["objects"] = f"unavailable: {exc}"
+                else:
+                    entry["objects"] = worker["objects"]
+                    entry["direct_replies"] = worker["direct_replies"]
         return {
             "workers": per_worker,
             "routes": {

@@ -40,7 +40,8 @@ from . import core, serializer
 from ._mailbox import Mailbox, Task, ThreadPool
 from .errors import BusyError, DaemonError, ProtocolError, PyroError
 from .protocol import LocalStorage, current_call
-from .transport import Channel
+from .svr_procpool import DELIVERED
+from .transport import Channel, nonblocking_step, send_available, send_waiting
 from .wire import Frame, encode_frame
 
 __all__ = ["WorkerCaller", "WorkerDaemon", "main"]
@@ -70,6 +71,7 @@ class WorkerDaemon:
 
     Args:
         link: the channel to the parent.
+        fd_channel: the socket the parent passes client sockets on (None: none passed).
         host: the published host of the parent daemon (for URIs).
         port: the parent daemon's port.
         index: this worker's index.
@@ -80,9 +82,21 @@ class WorkerDaemon:
     threaded = True
 
     def __init__(
-        self, link: Channel, *, host: str, port: int, index: int, count: int, name: str
+        self,
+        link: Channel,
+        *,
+        fd_channel: socket.socket | None = None,
+        host: str,
+        port: int,
+        index: int,
+        count: int,
+        name: str,
     ) -> None:
         self.link = link
+        self.fd_channel = fd_channel
+        # Client sockets the parent passed, by connection key: replies go straight to them.
+        self._direct: dict[str, socket.socket] = {}
+        self.direct_replies = 0
         self.hostname = host
         self.port = port
         self.index = index
@@ -285,7 +299,7 @@ class WorkerDaemon:
     def _admit(self, frame: Frame) -> Task | None:
         # Puts the call in its object's mailbox (in arrival order) and returns what runs it
         # now, if anything: the reader decides which thread that is.
-        conn_id, _, method = frame.method.partition(":")
+        conn_id, client_seq, method = frame.method.split(":", 2)
         entry = self.objects.get(frame.object_id)
         oneway = frame.msg_type == spec.MSG_ONEWAY
         if entry is None:
@@ -307,6 +321,13 @@ class WorkerDaemon:
                     self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
                 return
             msg_type, payload, buffers, flags = outcome.encode(pyroact.config.PYRO_OOB_THRESHOLD)
+            if conn_id in self._direct:
+                reply = encode_frame(
+                    msg_type, seq=int(client_seq), payload=payload, buffers=buffers, flags=flags
+                )
+                if self._reply_directly(conn_id, reply):
+                    self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq, method=DELIVERED))
+                    return
             self.send(
                 encode_frame(msg_type, seq=frame.seq, payload=payload, buffers=buffers, flags=flags)
             )
@@ -317,13 +338,54 @@ class WorkerDaemon:
             self._reply_exception(frame.seq, exc)
             return None
 
-    def _open_tls(self, conn_id: str, addr: Any, attrs: dict[str, Any]) -> LocalStorage:
+    def _open_tls(
+        self, conn_id: str, addr: Any, attrs: dict[str, Any], direct: bool = False
+    ) -> LocalStorage:
+        if direct:
+            self._take_socket(conn_id)
         tls = LocalStorage()
         tls.caller = WorkerCaller(addr, attrs)  # type: ignore[assignment]
         if self._init_tls is not None:
             self._init_tls(tls)
         self._tls[conn_id] = tls
         return tls
+
+    def _take_socket(self, conn_id: str) -> None:
+        # The parent sent the descriptor just before this connection's introduction, so it is
+        # waiting on the fd channel; without it (no descriptor left here, say) the replies of
+        # this connection simply go through the parent.
+        if self.fd_channel is None:
+            return
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.fd_channel, 256, 1)
+        except OSError as exc:
+            log.warning("worker %d: no socket for connection %s: %s", self.index, conn_id, exc)
+            return
+        if data.decode(errors="replace") != conn_id or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            log.warning("worker %d: unexpected socket message for %s", self.index, conn_id)
+            return
+        self._direct[conn_id] = socket.socket(fileno=fds[0])
+
+    def _reply_directly(self, conn_id: str, segments: list[Any]) -> bool:
+        # The whole reply on the client's socket, or (when it takes nothing now) False: the
+        # parent then writes it. Once part is written the rest must follow here.
+        sock = self._direct.get(conn_id)
+        if sock is None:
+            return False
+        step = nonblocking_step(sock)
+        size = _size(segments)
+        try:
+            pending = send_available(step, list(segments))
+            if pending and _size(pending) == size:
+                return False
+            if pending:
+                send_waiting(step, sock.fileno(), pending, None)
+        except OSError:
+            pass  # the client is gone: the parent sees the connection close
+        self.direct_replies += 1
+        return True
 
     def _control(self, frame: Frame) -> None:
         args = serializer.loads(frame.payload, frame.buffers)
@@ -333,6 +395,9 @@ class WorkerDaemon:
                 self._open_tls(*args)
             elif name == "conn_close":
                 self._tls.pop(args[0], None)
+                sock = self._direct.pop(args[0], None)
+                if sock is not None:
+                    sock.close()  # this process's descriptor only: the parent ends the connection
             return
         try:
             result = getattr(self, f"_control_{name}")(*args)
@@ -385,8 +450,13 @@ class WorkerDaemon:
             "index": self.index,
             "pid": os.getpid(),
             "threads": self.pool.threads,
+            "direct_replies": self.direct_replies,
             "objects": objects,
         }
+
+
+def _size(segments: Sequence[Any]) -> int:
+    return sum(memoryview(s).nbytes for s in segments)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -400,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(prog="python -m pyroact._worker")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--fd-channel", type=int)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--name", required=True)
@@ -416,8 +487,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sock = socket.socket(fileno=opts.fd)
     except OSError as exc:
         raise DaemonError(f"worker link descriptor {opts.fd} is unusable: {exc}") from exc
+    fd_channel = None
+    if opts.fd_channel is not None:
+        fd_channel = socket.socket(fileno=opts.fd_channel)
+        fd_channel.settimeout(5.0)  # the descriptor is sent before the introduction
     daemon = WorkerDaemon(
         Channel(sock),
+        fd_channel=fd_channel,
         host=opts.host,
         port=opts.port,
         index=opts.index,

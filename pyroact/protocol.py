@@ -177,6 +177,7 @@ class TCPConnection:
         # PYROSSL: True until the TLS handshake is complete (see TCPServer.connection_readable).
         self.tls_handshaking = False
         self.peercert: dict[str, Any] | None = None
+        self.socket_shared = False  # a process-mode worker answers on this socket too
 
     @property
     def connected(self) -> bool:
@@ -202,6 +203,11 @@ class TCPConnection:
     def close(self) -> None:
         """Close the socket."""
         self.sm.close()
+        if self.socket_shared:
+            # A process-mode worker holds a descriptor of this socket: end the connection
+            # itself, not just this process's descriptor.
+            with contextlib.suppress(OSError):
+                self.channel.sock.shutdown(socket.SHUT_RDWR)
         self.channel.close()
 
     def __repr__(self) -> str:
@@ -226,6 +232,7 @@ CONNECTION_FIELDS = frozenset(
         "worker_key",
         "processing",
         "tls_handshaking",
+        "socket_shared",
     }
 )
 

@@ -45,7 +45,7 @@ from .errors import DaemonError, PyroError, WorkerDiedError
 from .transport import Channel
 from .wire import Frame, encode_frame
 
-__all__ = ["PendingCall", "WorkerHandle", "WorkerPool", "describe_status"]
+__all__ = ["DELIVERED", "PendingCall", "WorkerHandle", "WorkerPool", "describe_status"]
 
 log = logging.getLogger("pyroact.system")
 
@@ -56,6 +56,9 @@ STARTUP_TIMEOUT = 60.0
 CONTROL_TIMEOUT = 60.0
 
 ReplyHandler = Callable[[Frame | None, BaseException | None], None]
+
+# The method of a worker's REPLY frame that says "answered on the client's socket itself".
+DELIVERED = "delivered"
 
 
 class PendingCall:
@@ -77,10 +80,18 @@ class PendingCall:
 class WorkerHandle:
     """One worker process and its link."""
 
-    def __init__(self, index: int, process: subprocess.Popen[bytes], channel: Channel) -> None:
+    def __init__(
+        self,
+        index: int,
+        process: subprocess.Popen[bytes],
+        channel: Channel,
+        fd_channel: socket.socket,
+    ) -> None:
         self.index = index
         self.process = process
         self.channel = channel
+        # Passes client sockets to the worker (SCM_RIGHTS), one message per socket.
+        self.fd_channel = fd_channel
         self.pid = process.pid
         self.pending: dict[int, PendingCall] = {}
         self.lock = threading.Lock()  # pending calls, call ids, alive
@@ -159,6 +170,17 @@ class WorkerHandle:
                 if self.pending.pop(call_id, None) is None:
                     return  # the worker's death has failed this call already
         raise failed from None
+
+    def send_socket(self, key: str, fd: int) -> None:
+        """Give the worker a descriptor of a client's socket, for connection ``key``.
+
+        Sent before the connection's introduction on the link, so the worker finds it there.
+
+        Raises:
+            OSError: the worker is gone, or the descriptor cannot be passed.
+        """
+        with self.send_lock:
+            socket.send_fds(self.fd_channel, [key.encode()], [fd])
 
     def close_link(self) -> None:
         """Send what is held, then CLOSE: the worker drains its calls and exits."""
@@ -243,12 +265,15 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> WorkerHandle:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_fds, child_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         args = [
             sys.executable,
             "-m",
             "pyroact._worker",
             "--fd",
             str(child_sock.fileno()),
+            "--fd-channel",
+            str(child_fds.fileno()),
             "--index",
             str(index),
             "--count",
@@ -264,11 +289,15 @@ class WorkerPool:
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         try:
             process = subprocess.Popen(
-                args, pass_fds=(child_sock.fileno(),), close_fds=True, env=env
+                args,
+                pass_fds=(child_sock.fileno(), child_fds.fileno()),
+                close_fds=True,
+                env=env,
             )
         finally:
             child_sock.close()
-        handle = WorkerHandle(index, process, Channel(parent_sock))
+            child_fds.close()
+        handle = WorkerHandle(index, process, Channel(parent_sock), parent_fds)
         threading.Thread(
             target=self._read_link, args=(handle,), name=f"pyroact-link-{index}", daemon=True
         ).start()
@@ -318,6 +347,7 @@ class WorkerPool:
                 handle.process.kill()
                 handle.process.wait(5.0)
             handle.channel.close()
+            handle.fd_channel.close()
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -449,6 +479,7 @@ class WorkerPool:
             status = handle.process.wait(5.0)
         handle.ready.set()
         handle.channel.close()
+        handle.fd_channel.close()
         described = describe_status(status)
         if self._closing:
             reason = f"the daemon shut down before worker {handle.index} answered"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import functools
 import ipaddress
 import os
 import select
@@ -26,7 +27,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _wirespec as spec
@@ -43,7 +44,10 @@ __all__ = [
     "format_address",
     "is_loopback",
     "listen",
+    "nonblocking_step",
+    "send_available",
     "send_segments",
+    "send_waiting",
     "server_tls_context",
 ]
 
@@ -164,6 +168,69 @@ def send_segments(sock: socket.socket, segments: Sequence[Any]) -> None:
     pending = list(segments)
     while pending:
         pending = _advance(pending, sock.sendmsg(pending[:_MAX_SEGMENTS]))
+
+
+Step = Callable[[list[Any]], list[Any]]
+
+
+def send_available(step: Step, pending: list[Any]) -> list[Any]:
+    """Write what the socket takes now: ``step`` (one non-blocking write) until it would block.
+
+    Args:
+        step: writes once without blocking and returns what is left, or raises
+            BlockingIOError when the socket takes nothing.
+        pending: the segments to write.
+
+    Returns:
+        What is left (empty when everything went out).
+
+    Raises:
+        OSError: the socket failed.
+    """
+    try:
+        while pending:
+            pending = step(pending)
+    except (BlockingIOError, InterruptedError):
+        pass
+    return pending
+
+
+def send_waiting(step: Step, fileno: int, pending: list[Any], timeout: float | None) -> None:
+    """Write ``pending`` whole with ``step``, waiting for writability up to ``timeout`` in all.
+
+    Works whatever the socket's blocking mode, and never changes it (a descriptor shared with
+    another process keeps its flags).
+
+    Args:
+        step: as for :func:`send_available`.
+        fileno: the socket's descriptor (polled for writability).
+        pending: the segments to write.
+        timeout: seconds, or None to wait as long as it takes.
+
+    Raises:
+        TimeoutError: the builtin one: the peer did not take the data in time.
+        OSError: the socket failed.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pending = send_available(step, pending)
+        if not pending:
+            return
+        poller = select.poll()
+        poller.register(fileno, select.POLLOUT)
+        wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        if not poller.poll(wait_ms) and deadline is not None:
+            raise builtins.TimeoutError
+
+
+def nonblocking_step(sock: socket.socket) -> Step:
+    """The :data:`Step` of a plain socket: one ``sendmsg`` with ``MSG_DONTWAIT``."""
+    return functools.partial(_sendmsg_now, sock)
+
+
+def _sendmsg_now(sock: socket.socket, pending: list[Any]) -> list[Any]:
+    # One non-blocking write; what is left. BlockingIOError when the socket takes nothing.
+    return _advance(pending, sock.sendmsg(pending[:_MAX_SEGMENTS], [], socket.MSG_DONTWAIT))
 
 
 def _advance(pending: list[Any], sent: int) -> list[Any]:
@@ -446,14 +513,10 @@ class ServerChannel(Channel):
         """
         if self.closed:
             raise ConnectionClosedError("connection lost: channel is closed")
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        pending = self._prepare(segments)
         try:
-            while pending:
-                try:
-                    pending = self._send_step(pending)
-                except (BlockingIOError, InterruptedError):
-                    self._wait_writable(deadline)
+            send_waiting(
+                self._send_step, self.sock.fileno(), self._prepare(segments), self._timeout
+            )
         except builtins.TimeoutError:
             self.close()
             raise TimeoutError("connection timeout sending") from None
@@ -475,32 +538,17 @@ class ServerChannel(Channel):
         """
         if self.closed:
             raise ConnectionClosedError("connection lost: channel is closed")
-        pending = self._prepare(segments)
         try:
-            while pending:
-                pending = self._send_step(pending)
-        except (BlockingIOError, InterruptedError):
-            return pending
+            return send_available(self._send_step, self._prepare(segments))
         except OSError as exc:
             self.close()
             raise ConnectionClosedError(f"connection lost: {exc}") from None
-        return pending
 
     def _prepare(self, segments: Sequence[Any]) -> list[Any]:
         return list(segments)
 
     def _send_step(self, pending: list[Any]) -> list[Any]:
-        # One non-blocking write; what is left. BlockingIOError when the socket takes nothing.
-        return _advance(
-            pending, self.sock.sendmsg(pending[:_MAX_SEGMENTS], [], socket.MSG_DONTWAIT)
-        )
-
-    def _wait_writable(self, deadline: float | None) -> None:
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLOUT)
-        wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-        if not poller.poll(wait_ms) and deadline is not None:
-            raise builtins.TimeoutError
+        return _sendmsg_now(self.sock, pending)
 
 
 # -- TLS (PYROSSL) ---------------------------------------------------------------------------

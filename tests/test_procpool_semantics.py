@@ -248,6 +248,56 @@ def test_an_init_tls_that_fails_in_a_worker_fails_the_calls_not_the_worker() -> 
             proxy._release()
 
 
+def direct_replies(d: Daemon) -> int:
+    return sum(int(w["direct_replies"]) for w in d.getStats()["workers"] if w["alive"])
+
+
+def worker_fds(d: Daemon) -> int:
+    pid = d.getStats()["workers"][0]["pid"]
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_worker_writes_replies_to_a_plain_connection_itself() -> None:
+    with serving("process", workers=1) as d:
+        proxy = DynamicProxy(d.connect(Worker))
+        identified_uri = d.connect(Worker)
+        try:
+            before = direct_replies(d)
+            payload = bytes(range(256)) * 4096  # 1 MiB: several writes on the client's socket
+            assert proxy.echo(payload) == payload
+            for i in range(5):
+                assert proxy.echo(i) == i
+            assert direct_replies(d) - before == 6
+        finally:
+            proxy._release()
+        # With an identification the frames carry MACs kept in the parent: it relays them.
+        d.setAllowedIdentifications(["secret"])
+        keyed = DynamicProxy(identified_uri)
+        keyed._setIdentification("secret")
+        try:
+            before = direct_replies(d)
+            assert keyed.echo(7) == 7
+            assert direct_replies(d) == before
+        finally:
+            keyed._release()
+
+
+def test_a_connection_the_daemon_closes_ends_although_its_worker_holds_the_socket() -> None:
+    with serving("process", workers=1) as d:
+        proxy = DynamicProxy(d.connect(Worker))
+        try:
+            baseline = worker_fds(d)
+            assert proxy.echo(1) == 1  # the worker now holds a descriptor of the socket
+            wait_until(lambda: worker_fds(d) == baseline + 1, what="the worker's descriptor")
+            d.setTimeout(0.3)  # idle connections are closed by the daemon
+            sock = proxy.adapter.channel.sock
+            sock.settimeout(10)
+            assert sock.recv(1) == b""  # EOF: the connection really ended
+            wait_until(lambda: worker_fds(d) == baseline, what="the worker to close its copy")
+        finally:
+            proxy._release()
+
+
 # -- transients, factories, proxies, attributes, callbacks, exceptions -------------------------
 
 
@@ -607,6 +657,12 @@ def test_stats_per_worker_and_per_object(caplog: pytest.LogCaptureFixture) -> No
             assert proxy.echo(i) == i
         with pytest.raises(ValueError):
             proxy.fail("counted")
+        # A reply written to the client by the worker itself is counted as answered when
+        # the worker's notice reaches the parent, a moment later.
+        wait_until(
+            lambda: all(w["outstanding"] == 0 for w in d.getStats()["workers"]),
+            what="the last call to be counted as answered",
+        )
         remote = PyroURI("127.0.0.1", constants.INTERNAL_DAEMON_GUID, d.port).getProxy()
         for stats in (d.getStats(), remote.getStats()):
             assert stats["mode"] == "process"
