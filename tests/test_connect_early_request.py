@@ -11,6 +11,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -88,6 +89,24 @@ def reply(channel: Channel, sm: connection_sm.Connection, frame: Any, value: Any
     channel.send(
         sm.build(spec.MSG_REPLY, seq=frame.seq, payload=payload, buffers=buffers, flags=flags)
     )
+
+
+def flat(segments: Any) -> bytes:
+    return b"".join(bytes(memoryview(s)) for s in segments)
+
+
+@contextmanager
+def challenged(port: int) -> Iterator[tuple[socket.socket, Channel, connection_sm.Connection]]:
+    """A hand-driven client that has read the server's CHALLENGE (and not answered yet)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    channel = Channel(sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=5)
+    sm = connection_sm.Connection(connection_sm.CLIENT)
+    try:
+        sm.start()
+        sm.handle_challenge(channel.recv_frame())
+        yield sock, channel, sm
+    finally:
+        channel.close()
 
 
 def test_the_first_request_arrives_before_the_grant() -> None:
@@ -261,13 +280,8 @@ def test_the_server_takes_a_first_request_that_is_half_here_when_it_grants(
     mode_daemon: Daemon,
 ) -> None:
     guid = mode_daemon.connect(Counting()).objectID
-    sock = socket.create_connection(("127.0.0.1", mode_daemon.port), timeout=5)
-    channel = Channel(sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=5)
-    sm = connection_sm.Connection(connection_sm.CLIENT)
-    try:
-        sm.start()
-        sm.handle_challenge(channel.recv_frame())
-        connect = b"".join(bytes(memoryview(s)) for s in sm.build_connect(b"", None))
+    with challenged(mode_daemon.port) as (sock, channel, sm):
+        connect = flat(sm.build_connect(b"", None))
         payload, buffers, flags = serializer.dumps_call((), {})
         request = b"".join(
             bytes(memoryview(s))
@@ -302,8 +316,6 @@ def test_the_server_takes_a_first_request_that_is_half_here_when_it_grants(
         )
         frame = sm.check(channel.recv_frame())
         assert serializer.loads(frame.payload, frame.buffers) == big
-    finally:
-        channel.close()
 
 
 def test_a_request_larger_than_the_handshake_limit_before_the_grant_is_refused(
@@ -311,12 +323,7 @@ def test_a_request_larger_than_the_handshake_limit_before_the_grant_is_refused(
 ) -> None:
     # The limit before the grant still holds for what a client sends early.
     guid = mode_daemon.connect(Counting()).objectID
-    sock = socket.create_connection(("127.0.0.1", mode_daemon.port), timeout=5)
-    channel = Channel(sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=5)
-    sm = connection_sm.Connection(connection_sm.CLIENT)
-    try:
-        sm.start()
-        sm.handle_challenge(channel.recv_frame())
+    with challenged(mode_daemon.port) as (sock, channel, sm):
         payload, buffers, flags = serializer.dumps_call((b"y" * 10_000,), {})
         early = [
             *sm.build_connect(b"", None),
@@ -329,15 +336,13 @@ def test_a_request_larger_than_the_handshake_limit_before_the_grant_is_refused(
                 flags=flags,
             ),
         ]
-        sock.sendall(b"".join(bytes(memoryview(s)) for s in early))
+        sock.sendall(flat(early))
         received = []
         with pytest.raises(ConnectionClosedError) as closed:
             for _ in range(10):  # GRANTED may come first; then the connection is closed
                 received.append(channel.recv_frame().msg_type)
         assert not isinstance(closed.value, PyroTimeoutError), "the server kept the connection"
         assert spec.MSG_REPLY not in received
-    finally:
-        channel.close()
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
@@ -347,16 +352,7 @@ def test_the_granted_limit_applies_even_if_the_early_request_was_half_here(
     # The early oneway request is cut by a segment boundary when the server grants; its rest
     # arrives together with a larger request, which the granted limit must let through.
     guid = mode_daemon.connect(Counting()).objectID
-    sock = socket.create_connection(("127.0.0.1", mode_daemon.port), timeout=5)
-    channel = Channel(sock, max_message_size=connection_sm.MAX_HANDSHAKE_SIZE, timeout=5)
-    sm = connection_sm.Connection(connection_sm.CLIENT)
-
-    def flat(segments: Any) -> bytes:
-        return b"".join(bytes(memoryview(s)) for s in segments)
-
-    try:
-        sm.start()
-        sm.handle_challenge(channel.recv_frame())
+    with challenged(mode_daemon.port) as (sock, channel, sm):
         connect = flat(sm.build_connect(b"", None))
         payload, buffers, flags = serializer.dumps_call((b"y" * 3000,), {})
         early = flat(
@@ -378,8 +374,6 @@ def test_the_granted_limit_applies_even_if_the_early_request_was_half_here(
         sock.sendall(early[cut:] + request)
         frame = sm.check(channel.recv_frame())
         assert frame.seq == seq and serializer.loads(frame.payload, frame.buffers) == big
-    finally:
-        channel.close()
 
 
 def test_the_client_takes_nothing_large_from_a_server_before_its_proof() -> None:
@@ -412,7 +406,7 @@ def test_a_reply_right_behind_the_grant_is_read_under_the_granted_limit() -> Non
         granted = [*sm.build_granted(None)]
         reply_segments = sm.build(spec.MSG_REPLY, seq=early.seq, payload=payload,
                                   buffers=buffers, flags=flags)  # fmt: skip
-        channel.sock.sendall(b"".join(bytes(memoryview(s)) for s in [*granted, *reply_segments]))
+        channel.sock.sendall(flat([*granted, *reply_segments]))
 
     server = FakeServer(script)
     proxy = DynamicProxy(server.uri())
