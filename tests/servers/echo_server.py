@@ -9,9 +9,9 @@ Serves an ``Echo`` object under the object id GUID on 127.0.0.1:PORT (0: any), p
 from __future__ import annotations
 
 import sys
-import threading
 
 import server_only_errors
+from serve_until_stdin_closes import serve
 
 import pyroact.core
 
@@ -30,15 +30,7 @@ def main() -> None:
     obj = Echo()
     obj.setGUID(guid)
     uri = daemon.connect(obj, "echo")
-    print(f"URI {uri}", flush=True)
-
-    def watch_stdin() -> None:
-        sys.stdin.read()
-        daemon.shutdown()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    daemon.requestLoop(timeout=0.1)
-    daemon.closedown()
+    serve(daemon, uri)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ import argparse
 import functools
 import os
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mobile_objects import Shop  # noqa: E402
+from serve_until_stdin_closes import serve  # noqa: E402
 
 import pyroact.core  # noqa: E402
 
@@ -44,15 +44,7 @@ def main() -> None:
     uri = daemon.connect(factory if process else factory(), "shop")
     if process:
         daemon.connect(factory, "replicated", placement="replicated")
-    print(f"URI {uri}", flush=True)
-
-    def watch_stdin() -> None:
-        sys.stdin.read()
-        daemon.shutdown()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    daemon.requestLoop(timeout=0.1)
-    daemon.closedown()
+    serve(daemon, uri)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proc_objects import Worker  # noqa: E402
+from serve_until_stdin_closes import serve  # noqa: E402
 
 import pyroact.core  # noqa: E402
 
@@ -22,15 +22,7 @@ import pyroact.core  # noqa: E402
 def main() -> None:
     daemon = pyroact.core.Daemon(host="127.0.0.1", port=0, mode="process", workers=2)
     uri = daemon.connect(Worker, "worker")
-    print(f"URI {uri}", flush=True)
-
-    def watch_stdin() -> None:
-        sys.stdin.read()
-        daemon.shutdown()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    daemon.requestLoop(timeout=0.1)
-    daemon.closedown()
+    serve(daemon, uri)
 
 
 if __name__ == "__main__":
