@@ -48,6 +48,9 @@ __all__ = ["WorkerCaller", "WorkerDaemon", "main"]
 
 log = logging.getLogger("pyroact.system")
 
+# How long a worker waits for the daemon to confirm a notification (it only logs, then goes on).
+ACK_TIMEOUT = 10.0
+
 
 class WorkerCaller:
     """What ``tls.caller`` is inside a worker: the client's address and validator attributes.
@@ -112,6 +115,9 @@ class WorkerDaemon:
         self._reap_age: float | None = None
         self._reaper: threading.Thread | None = None
         self._closed = threading.Event()
+        self._reading = threading.local()  # .active on the thread reading the link
+        self._acks: dict[int, threading.Event] = {}
+        self._last_ack = 0
         self._outbox: queue.SimpleQueue[Sequence[Any] | None] = queue.SimpleQueue()
 
     # -- link ----------------------------------------------------------------------------------
@@ -121,9 +127,29 @@ class WorkerDaemon:
         with self._send_lock:
             self.link.send(segments)
 
-    def notify(self, name: str, *args: Any) -> None:
-        """Tell the parent something (a ``ONEWAY`` control frame)."""
-        self.send(encode_frame(spec.MSG_ONEWAY, method=name, payload=pickle.dumps(args, 5)))
+    def notify(self, name: str, *args: Any, confirmed: bool = False) -> None:
+        """Tell the parent something (a ``ONEWAY`` control frame).
+
+        Args:
+            name: the notification.
+            *args: its arguments.
+            confirmed: wait until the parent has acted on it. A new object's URI must not
+                reach a client before the parent routes its id: a reply the worker writes to
+                the client itself could otherwise overtake the notification.
+        """
+        seq, done = 0, None
+        if confirmed and not getattr(self._reading, "active", False):
+            # (The thread reading the link cannot wait: it is the one that reads the answer.)
+            with self._lock:
+                self._last_ack = seq = (self._last_ack + 1) & spec.MAX_SEQ or 1
+                done = self._acks[seq] = threading.Event()
+        self.send(
+            encode_frame(spec.MSG_ONEWAY, seq=seq, method=name, payload=pickle.dumps(args, 5))
+        )
+        if done is not None and not done.wait(ACK_TIMEOUT):
+            with self._lock:
+                self._acks.pop(seq, None)
+            log.warning("worker %d: the daemon did not confirm %r in time", self.index, name)
 
     def _send_later(self, segments: Sequence[Any]) -> None:
         # The thread reading the link never sends: if it blocked on a send while the parent
@@ -169,7 +195,7 @@ class WorkerDaemon:
             TypeError: ``obj`` is not an ObjBase.
         """
         self._host(obj, name, persistent=False)
-        self.notify("registered", obj.GUID(), name, type(obj).__name__)
+        self.notify("registered", obj.GUID(), name, type(obj).__name__, confirmed=True)
         return self.uri_for(obj.GUID())
 
     def _host(self, obj: core.ObjBase, name: str | None, *, persistent: bool) -> None:
@@ -261,6 +287,7 @@ class WorkerDaemon:
         # the call itself, so the call starts without a thread wake-up; otherwise it queues
         # the call and keeps reading, so the link is never left unread.
         pool = self.pool
+        self._reading.active = True
         while True:
             pool._enter_blocking()  # waiting on the link does not hold one of the pool's threads
             try:
@@ -287,6 +314,7 @@ class WorkerDaemon:
             if start is None:
                 continue
             if not self.link.pending() and pool.hand_off(self._lead):
+                self._reading.active = False  # another thread reads now
                 try:
                     start()
                 except Exception:
@@ -393,6 +421,11 @@ class WorkerDaemon:
         if frame.msg_type == spec.MSG_ONEWAY:
             if name == "conn_open":
                 self._open_tls(*args)
+            elif name == "ack":
+                with self._lock:
+                    done = self._acks.pop(args[0], None)
+                if done is not None:
+                    done.set()
             elif name == "conn_close":
                 self._tls.pop(args[0], None)
                 sock = self._direct.pop(args[0], None)

@@ -467,6 +467,19 @@ class WorkerPool:
             self._on_notify(handle.index, frame.method, args)
         except Exception:
             log.exception("error handling notification %r of worker %d", frame.method, handle.index)
+        if frame.seq:  # the worker waits until this notification has been acted on
+            try:
+                handle.send_call(
+                    spec.MSG_ONEWAY,
+                    object_id="",
+                    method="ack",
+                    payload=pickle.dumps((frame.seq,), 5),
+                    buffers=(),
+                    flags=0,
+                    pending=None,
+                )
+            except WorkerDiedError:
+                pass
 
     def _worker_died(self, handle: WorkerHandle) -> None:
         with handle.lock:
