@@ -14,6 +14,7 @@ placed round-robin (or on the least-loaded worker) when they are connected.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import pickle
@@ -313,6 +314,15 @@ class ProcessRouter:
             if not oneway:
                 daemon.refuse(conn, frame.seq, exc, close=False)
             return
+        send = functools.partial(
+            handle.send_call,
+            frame.msg_type,
+            object_id=frame.object_id,
+            method=f"{key}:{frame.seq}:{frame.method}",
+            payload=frame.payload,
+            buffers=frame.buffers,
+            flags=frame.flags,
+        )
         if oneway and daemon.config.PYRO_ONEWAY_THREADED:
             # Nobody waits for it: the worker answers nothing, so a burst of oneway calls
             # costs one frame each, not two; the worker logs its failures and drains it at
@@ -320,16 +330,7 @@ class ProcessRouter:
             # worker with them (flush_held() sends what is left when the batch ends).
             later = bool(conn.backlog)
             try:
-                handle.send_call(
-                    frame.msg_type,
-                    object_id=frame.object_id,
-                    method=f"{key}:{frame.seq}:{frame.method}",
-                    payload=frame.payload,
-                    buffers=frame.buffers,
-                    flags=frame.flags,
-                    pending=None,
-                    later=later,
-                )
+                send(pending=None, later=later)
             except WorkerDiedError as exc:
                 log.warning("oneway call %s failed: %s", label, exc)
             if later:
@@ -338,15 +339,7 @@ class ProcessRouter:
         daemon.pause(conn)
         on_done = self._reply_handler(conn, frame, oneway, label)
         try:
-            handle.send_call(
-                frame.msg_type,
-                object_id=frame.object_id,
-                method=f"{key}:{frame.seq}:{frame.method}",
-                payload=frame.payload,
-                buffers=frame.buffers,
-                flags=frame.flags,
-                pending=PendingCall(label, on_done),
-            )
+            send(pending=PendingCall(label, on_done))
         except WorkerDiedError as exc:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
 

@@ -364,19 +364,28 @@ class Channel:
         view = memoryview(data)
         got = 0
         while got < count:
-            try:
-                n = self._receive_into(view[got:])
-            except builtins.TimeoutError:
-                self.close()
-                raise TimeoutError("connection timeout receiving") from None
-            except OSError as exc:
-                self.close()
-                raise ConnectionClosedError(f"connection lost: {exc}") from None
-            if n == 0:
-                self.close()
-                raise ConnectionClosedError("connection lost")
-            got += n
+            got += self._receive(view[got:])
         return bytes(data)
+
+    def _receive(self, target: memoryview) -> int:
+        # One read into ``target``: how many bytes (0 only when nothing was there yet), with
+        # socket failures and EOF turned into pyroact errors (the channel is then closed).
+        if self.closed:
+            raise ConnectionClosedError("connection lost: channel is closed")
+        try:
+            count = self._receive_into(target)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except builtins.TimeoutError:
+            self.close()
+            raise TimeoutError("connection timeout receiving") from None
+        except OSError as exc:
+            self.close()
+            raise ConnectionClosedError(f"connection lost: {exc}") from None
+        if count == 0:
+            self.close()
+            raise ConnectionClosedError("connection lost")
+        return count
 
     def send(self, segments: Sequence[Any]) -> None:
         """Send one encoded frame.
@@ -436,22 +445,8 @@ class Channel:
         return self._frames.popleft()
 
     def _read_once(self) -> list[Frame]:
-        if self.closed:
-            raise ConnectionClosedError("connection lost: channel is closed")
-        try:
-            count = self._receive_into(self.decoder.get_buffer())
-        except (BlockingIOError, InterruptedError):
-            return []
-        except builtins.TimeoutError:
-            self.close()
-            raise TimeoutError("connection timeout receiving") from None
-        except OSError as exc:
-            self.close()
-            raise ConnectionClosedError(f"connection lost: {exc}") from None
-        if count == 0:
-            self.close()
-            raise ConnectionClosedError("connection lost")
-        return self.decoder.buffer_updated(count)
+        count = self._receive(self.decoder.get_buffer())
+        return self.decoder.buffer_updated(count) if count else []
 
     def peer_closed(self) -> bool:
         """Tell, without blocking, whether the peer has closed its end (EOF waiting).
