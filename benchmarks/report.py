@@ -13,10 +13,11 @@ is several calls (``extra_info["calls"]``), and two speed ratios measured in the
 * **vs Pyro5**: Pyro5's default-configuration figure (``extra_info["pyro5_default"]``) divided
   by the row's time, so 2.5 means "2.5 times as fast as Pyro5".
 
-The CPU group (``cpu-5ms``, from ``benchmarks/test_cpu.py``) is different: each row is one
-window of 4 clients (or, for ``raw-*``, plain processes) and its figure is calls/s
-(``extra_info["calls_per_s"]``); **vs raw capacity** divides it by the ``raw-capacity`` row
-(as many plain processes as cores looping the same burn function, no RPC, same window).
+The CPU group (``cpu-5ms``, from ``benchmarks/test_cpu.py``) is different: each RPC row is
+4 client processes calling for several windows, each between two windows of the raw capacity
+(as many plain processes as cores looping the same burn function, no RPC); its figure is
+calls/s (``extra_info["calls_per_s"]``) and **vs raw capacity** divides it by the mean of those
+raw windows (``raw_capacity_per_s``).
 
 The scaling groups (``scale-clients``, ``scale-payload``, from ``benchmarks/test_scaling.py``)
 are curves: one row per target, one column per point (``extra_info["curve"]``), calls/s (and,
@@ -200,21 +201,28 @@ def cpu_table(rows: Sequence[Row]) -> str:
     windows = max((r.info.get("raw_windows", []) for r in rows), key=len, default=[])
     if raw is not None:
         raw.info["all_raw_windows"] = windows
-    head = ["target", "details", "clients / processes", "window", "calls/s", "vs raw capacity",
-            "cores: server", "cores: other processes"]  # fmt: skip
+    head = ["target", "details", "clients / processes", "windows", "calls/s",
+            "vs raw capacity", "rounds", "vs fastest raw window", "cores: server",
+            "cores: other processes"]  # fmt: skip
     lines = [f"### {CPU_GROUP}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         info = row.info
         cells = [f"**{row.name}**" if info.get("impl") == "pyroact" else row.name, describe(row)]
         cells.append(str(info.get("clients", "?")))
         window = f"{info['window_s']:g} s" if "window_s" in info else "?"
+        if int(info.get("rpc_windows", 1)) > 1:
+            window = f"{info['rpc_windows']} × {window}"
         if int(info.get("cpu_windows", 1)) > 1:
-            window += f" (window {info['cpu_windows']} of {info['cpu_windows']})"
+            window += f" (up to {info['cpu_windows']} attempts)"
         if info.get("cpu_disturbed"):
             window += " **disturbed**"
         cells.append(window)
         cells.append(f"{row.rate:.1f}")
         cells.append(fmt_cpu_ratio(row, raw))
+        rounds = info.get("round_ratios")
+        cells.append(", ".join(f"{r:.3f}" for r in rounds) if rounds else "—")
+        highest = info.get("vs_highest_raw")
+        cells.append(f"{highest:.3f}×" if highest is not None else "—")
         server = info.get("cpu_server") if not row.is_floor and info.get("impl") != "raw" else None
         cells.append(f"{server:.2f}" if server is not None else "—")
         cells.append(f"{info['cpu_other']:.2f}" if "cpu_other" in info else "—")
@@ -223,18 +231,22 @@ def cpu_table(rows: Sequence[Row]) -> str:
 
     lines += [
         "",
-        f"One window per row; each call (or raw burn) runs the same {burn} iteration pure-Python"
-        " loop (~5 ms). *cores: other processes* is what the rest of the machine used during"
-        " the window (other work competing for the cores); a window where it reached 0.15 core"
-        " was measured again (up to 4 windows), and *disturbed* marks a row with no clean"
-        " window.",
+        f"Each call (or raw burn) runs the same {burn} iteration pure-Python loop (~5 ms). An"
+        " RPC row's windows alternate with raw-capacity windows (raw, RPC, raw, …, raw); *vs"
+        " raw capacity* is its mean rate over the mean of those raw windows, *rounds* each RPC"
+        " window against the two raw windows around it, *vs fastest raw window* the rate"
+        " against the fastest raw window of the run so far (stricter: the machine's speed"
+        " drifts between windows). *cores: other processes* is what the rest of the machine"
+        " used (other work competing for the cores); a window where it reached 0.15 core was"
+        " measured again (up to 4 attempts), and *disturbed* marks a row with a window that"
+        " had no clean attempt.",
     ]
     if windows:
         lines += [
             "",
             "Raw-capacity windows in this run (burns/s, other processes' cores): "
             + ", ".join(f"{rate:.1f} ({other:.2f})" for rate, other in windows)
-            + "; each *vs raw capacity* uses the highest measured before that row.",
+            + ".",
         ]
     return "\n".join(lines)
 
