@@ -6,14 +6,24 @@ they wait, a concurrent one (``ObjBase``) starts each call as soon as the execut
 same mailbox code runs in every server mode; only the executor differs (inline in the
 single-threaded mode, a :class:`ThreadPool` in the threaded mode and in each process-mode
 worker).
+
+A concurrent mailbox may *linger* (process-mode workers): a call that arrives while another
+call of the object is busy on the CPU waits, up to ``linger`` seconds, for it to end, and then
+starts on the thread that ran it. Under the GIL two CPU-bound calls in one process only take
+turns, so starting the second at once makes both finish late together and leaves the worker
+idle until its clients call again; waiting makes them finish one after the other. A running
+call that waits (I/O, a lock, a nested call) uses little CPU, so a call arriving then starts at
+once, and the bound keeps a call that computes and then blocks from holding the next one long.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from .errors import BusyError
@@ -35,6 +45,17 @@ Submit = Callable[[Task], None]
 
 # The pool that runs the current thread's task (unset outside pool threads).
 _worker = threading.local()
+
+# Lingering needs each running call's thread CPU time (POSIX thread CPU clocks).
+CAN_LINGER = hasattr(time, "pthread_getcpuclockid")
+# A running call that used at least this share of a CPU since it started is busy on the CPU.
+# One that started less than BUSY_MIN_SAMPLE seconds ago cannot be told yet: a call arriving
+# then waits and is looked at again BUSY_RECHECK seconds later (calls that arrive together
+# would otherwise start together and, if they compute, finish together every time).
+BUSY_CPU_SHARE = 0.5
+BUSY_MIN_SAMPLE = 0.0005
+BUSY_RECHECK = 0.002
+_IDLE, _UNKNOWN, _BUSY = 0, 1, 2
 
 
 def in_pool_thread() -> bool:
@@ -311,6 +332,39 @@ class _Slot:
         self.task: Task | None = None
 
 
+class _Running:
+    """The thread CPU clock and start times of a call running in a lingering mailbox."""
+
+    __slots__ = ("clock", "cpu0", "wall0")
+
+    def __init__(self) -> None:
+        self.clock = time.pthread_getcpuclockid(threading.get_ident())
+        self.wall0 = time.monotonic()
+        self.cpu0 = time.clock_gettime(self.clock)
+
+    def state(self, now: float) -> int:
+        """``_BUSY`` (on the CPU), ``_IDLE`` (mostly waiting) or ``_UNKNOWN`` (just started)."""
+        wall = now - self.wall0
+        if wall < BUSY_MIN_SAMPLE:
+            return _UNKNOWN
+        try:
+            cpu = time.clock_gettime(self.clock) - self.cpu0
+        except OSError:  # the thread has just ended
+            return _IDLE
+        return _BUSY if cpu >= BUSY_CPU_SHARE * wall else _IDLE
+
+
+class _Waiting:
+    """A call of a lingering mailbox waiting for a busy one."""
+
+    __slots__ = ("check_at", "deadline", "task")
+
+    def __init__(self, task: Task, deadline: float, check_at: float) -> None:
+        self.task = task
+        self.deadline = deadline  # it starts then at the latest
+        self.check_at = check_at  # when to look at the running calls again
+
+
 class Mailbox:
     """One object's FIFO of calls.
 
@@ -319,24 +373,39 @@ class Mailbox:
         serial: run one call at a time (``SynchronizedObjBase``).
         maxsize: the most calls queued or running; beyond that :meth:`post` raises.
         name: what to call the object in errors.
+        linger: for a concurrent mailbox, how long a call waits for a running call that is
+            busy on the CPU before it starts beside it (0: never waits; see the module
+            docstring). Ignored for serial mailboxes and where thread CPU clocks are missing.
     """
 
-    def __init__(self, submit: Submit, *, serial: bool, maxsize: int, name: str) -> None:
+    def __init__(
+        self, submit: Submit, *, serial: bool, maxsize: int, name: str, linger: float = 0.0
+    ) -> None:
         self._submit = submit
         self.serial = serial
         self.maxsize = maxsize
         self.name = name
+        self.linger = linger if linger > 0 and not serial and CAN_LINGER else 0.0
         self._queue: collections.deque[Task] = collections.deque()
+        # Lingering: calls waiting for a busy one, oldest first.
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._running_calls: dict[int, _Running] = {}
         self._lock = threading.Lock()
         self._running = False
         self.inflight = 0
         self.calls = 0
         self.errors = 0
+        self.lingered = 0  # calls that waited for a busy one
 
     @property
     def depth(self) -> int:
         """Calls queued or running now."""
         return self.inflight
+
+    @property
+    def waiting(self) -> bool:
+        """Whether calls wait for a busy one (a lingering mailbox; see :meth:`expire`)."""
+        return bool(self._waiting)
 
     def post(self, task: Task) -> None:
         """Add a call; the executor starts it when its turn comes.
@@ -356,7 +425,9 @@ class Mailbox:
 
         Returns:
             The task that starts the call (or drains a serial mailbox), for the caller to run
-            or submit; None when the call waits behind a running one of a serial mailbox.
+            or submit; None when the call waits behind a running one (a serial mailbox, or a
+            lingering one whose running call is busy on the CPU: :meth:`expire` then says
+            when it must start at the latest).
 
         Raises:
             BusyError: the mailbox already holds ``maxsize`` calls.
@@ -369,13 +440,68 @@ class Mailbox:
                 )
             self.inflight += 1
             self.calls += 1
-            if not self.serial:
-                start: Task | None = lambda: self._run_one(task)  # noqa: E731
-            else:
+            if self.serial:
                 self._queue.append(task)
                 start = None if self._running else self._drain
                 self._running = True
-        return start
+                return start
+            if not self.linger:
+                return lambda: self._run_one(task)
+            now = time.monotonic()
+            deadline = now + self.linger
+            if self._waiting:  # behind the calls already waiting, in arrival order
+                self._waiting.append(_Waiting(task, deadline, deadline))
+                self.lingered += 1
+                return None
+            state = self._running_state(now)
+            if state != _IDLE:
+                check_at = deadline if state == _BUSY else now + BUSY_RECHECK
+                self._waiting.append(_Waiting(task, deadline, check_at))
+                self.lingered += 1
+                return None
+        return functools.partial(self._run_lingering, task)
+
+    def _running_state(self, now: float) -> int:
+        # Called with the lock held: the most telling state of the running calls.
+        return max((r.state(now) for r in self._running_calls.values()), default=_IDLE)
+
+    def expire(self, now: float) -> float | None:
+        """Start (on the executor) the oldest waiting call if its time is up or nothing is busy.
+
+        A waiting call starts beside the running ones when its ``linger`` time is up, or when
+        a look at the running calls finds none busy on the CPU any more. One call starts per
+        look, so calls that waited together do not all start at once.
+
+        Args:
+            now: ``time.monotonic()``.
+
+        Returns:
+            When to call again (the oldest waiting call's next look or deadline), or None
+            when no call waits.
+        """
+        due: Task | None = None
+        with self._lock:
+            if not self._waiting:
+                return None
+            head = self._waiting[0]
+            if head.deadline <= now:
+                due = self._waiting.popleft().task
+            elif head.check_at <= now:
+                state = self._running_state(now)
+                if state == _IDLE:
+                    due = self._waiting.popleft().task
+                else:
+                    head.check_at = head.deadline if state == _BUSY else now + BUSY_RECHECK
+            if due is not None and self._waiting:
+                # The call just started cannot be told yet: look again shortly.
+                nxt = self._waiting[0]
+                nxt.check_at = min(nxt.check_at, now + BUSY_RECHECK)
+            after = (
+                min(self._waiting[0].check_at, self._waiting[0].deadline) if self._waiting else None
+            )
+        if due is not None:
+            self._submit(functools.partial(self._run_lingering, due))
+        return after
 
     def _finish(self) -> None:
         with self._lock:
@@ -386,6 +512,22 @@ class Mailbox:
             _run_logged(task)
         finally:
             self._finish()
+
+    def _run_lingering(self, task: Task) -> None:
+        # Runs the call, then, on the same thread, the oldest call that waited for it.
+        next_task: Task | None = task
+        while next_task is not None:
+            running = _Running()
+            key = id(running)
+            with self._lock:
+                self._running_calls[key] = running
+            try:
+                _run_logged(next_task)
+            finally:
+                with self._lock:
+                    del self._running_calls[key]
+                    self.inflight -= 1
+                    next_task = self._waiting.popleft().task if self._waiting else None
 
     def _drain(self) -> None:
         while True:

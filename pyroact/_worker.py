@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import queue
+import select
 import socket
 import sys
 import threading
@@ -119,6 +120,9 @@ class WorkerDaemon:
         self._acks: dict[int, threading.Event] = {}
         self._last_ack = 0
         self._outbox: queue.SimpleQueue[Sequence[Any] | None] = queue.SimpleQueue()
+        # Mailboxes whose calls wait for a busy call (lingering); the link reader starts them
+        # when their time is up. Only the thread reading the link touches it.
+        self._lingering: set[Mailbox] = set()
 
     # -- link ----------------------------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class WorkerDaemon:
             serial=isinstance(obj, core.SynchronizedObjBase),
             maxsize=pyroact.config.PYRO_MAILBOX_SIZE,
             name=f"{type(obj).__name__} {guid}",
+            linger=pyroact.config.PYRO_WORKER_LINGER,
         )
         with self._lock:
             self.objects[guid] = core._Entry(obj, name, mailbox, persistent)
@@ -291,11 +296,13 @@ class WorkerDaemon:
         while True:
             pool._enter_blocking()  # waiting on the link does not hold one of the pool's threads
             try:
-                frame = self.link.recv_frame()
+                frame = self._next_frame()
             except PyroError:
                 os._exit(0)  # the parent is gone: share its fate at once
             finally:
                 pool._exit_blocking()
+            if frame is None:
+                continue  # a lingering call's time was up (it runs now): read on
             if frame.msg_type == spec.MSG_CLOSE:
                 self._closed.set()
                 return
@@ -323,6 +330,23 @@ class WorkerDaemon:
             # More frames are already here (a burst of oneways), or every thread is busy:
             # the pool runs this call while the reader goes on.
             pool.submit(start)
+
+    def _next_frame(self) -> Frame | None:
+        # The next frame of the link; None when, first, a lingering call's time was up.
+        if self._lingering and not self.link.pending():
+            now = time.monotonic()
+            deadlines = []
+            for mailbox in list(self._lingering):
+                deadline = mailbox.expire(now)
+                if deadline is None:
+                    self._lingering.discard(mailbox)
+                else:
+                    deadlines.append(deadline)
+            if deadlines:
+                wait = max(0.0, min(deadlines) - now)
+                if not select.select([self.link.fileno()], [], [], wait)[0]:
+                    return None
+        return self.link.recv_frame()
 
     def _admit(self, frame: Frame) -> Task | None:
         # Puts the call in its object's mailbox (in arrival order) and returns what runs it
@@ -360,11 +384,15 @@ class WorkerDaemon:
                 encode_frame(msg_type, seq=frame.seq, payload=payload, buffers=buffers, flags=flags)
             )
 
+        mailbox = entry.mailbox
         try:
-            return entry.mailbox.admit(run)
+            start = mailbox.admit(run)
         except BusyError as exc:
             self._reply_exception(frame.seq, exc)
             return None
+        if start is None and mailbox.waiting:
+            self._lingering.add(mailbox)
+        return start
 
     def _open_tls(
         self, conn_id: str, addr: Any, attrs: dict[str, Any], direct: bool = False

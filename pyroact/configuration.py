@@ -339,6 +339,10 @@ CONFIG_ITEMS: Final[tuple[ConfigItem, ...]] = (
                "max threads running requests in threaded mode", minimum=1),
     ConfigItem("PYRO_MAILBOX_SIZE", int, 10000,
                "capacity of each object's bounded actor mailbox", minimum=1),
+    ConfigItem("PYRO_WORKER_LINGER", float, 0.02,
+               "process mode: seconds a call to an ObjBase waits for a call of the same "
+               "object that is busy on the CPU before running beside it (0 = never waits)",
+               minimum=0),
     ConfigItem("PYRO_ONEWAY_THREADED", bool, True,
                "run oneway calls without blocking the caller's connection"),
     # -- event service
@@ -495,6 +499,7 @@ class Config:
     PYRO_WORKERS: int
     PYRO_THREADPOOL_SIZE: int
     PYRO_MAILBOX_SIZE: int
+    PYRO_WORKER_LINGER: float
     PYRO_ONEWAY_THREADED: bool
     PYRO_ES_QUEUESIZE: int
     PYRO_ES_BLOCKQUEUE: bool

@@ -953,7 +953,10 @@ class _Entry:
 
 
 def objects_stats(objects: dict[str, _Entry]) -> dict[str, dict[str, Any]]:
-    """Per-object counters (type, name, calls, errors, queue depth) of a registry.
+    """Per-object counters (type, name, calls, errors, queue depth, lingered) of a registry.
+
+    ``lingered`` counts the calls that waited for a call of the object busy on the CPU (a
+    process-mode worker's ``ObjBase``; see :class:`pyroact._mailbox.Mailbox`).
 
     Args:
         objects: the registry (``guid -> entry``); the caller holds its lock.
@@ -968,6 +971,7 @@ def objects_stats(objects: dict[str, _Entry]) -> dict[str, dict[str, Any]]:
             "calls": e.mailbox.calls,
             "errors": e.mailbox.errors,
             "queue_depth": e.mailbox.depth,
+            "lingered": e.mailbox.lingered,
         }
         for guid, e in objects.items()
     }

@@ -81,6 +81,20 @@ class Worker(ObjBase):
         time.sleep(seconds)
         return os.getpid()
 
+    def timed_burn(self, seconds: float) -> tuple[float, float]:
+        """Burn CPU for ``seconds``; (start, end) on the system-wide monotonic clock."""
+        start = time.monotonic()
+        burn(seconds)
+        return start, time.monotonic()
+
+    def burn_then_wait(self, seconds: float, path: str, timeout: float) -> bool:
+        """Burn CPU for ``seconds``, then wait for ``path`` to exist (True if it did)."""
+        burn(seconds)
+        return wait_for_file(path, timeout)
+
+    def touch(self, path: str) -> None:
+        Path(path).touch()
+
     def hang(self, started: str, release: str, timeout: float = 30.0) -> bool:
         """Say it started (create ``started``), then wait for ``release`` to exist."""
         Path(started).touch()

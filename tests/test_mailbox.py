@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pyroact import _mailbox
 from pyroact._mailbox import Mailbox, ThreadPool, blocking, in_pool_thread
 
 pytestmark = pytest.mark.timeout(30)
@@ -199,3 +200,147 @@ def test_an_unexpected_error_starting_a_thread_leaves_the_pool_usable() -> None:
         assert ran.wait(DEADLINE)
     finally:
         pool.shutdown(5.0)
+
+
+# -- lingering: a concurrent mailbox whose calls wait for a call busy on the CPU -------------------
+
+
+class Spinner:
+    """A call that keeps the CPU busy (in Python) until released, in a thread of its own."""
+
+    def __init__(self, mailbox: Mailbox, order: list[str]) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.threads: dict[str, int] = {}
+        self.order = order
+        start = mailbox.admit(self.task("A", spin=True))
+        assert start is not None, "the first call starts at once"
+        self.thread = threading.Thread(target=start)
+        self.thread.start()
+        assert self.started.wait(DEADLINE)
+
+    def task(self, name: str, *, spin: bool = False) -> Callable[[], None]:
+        def run() -> None:
+            self.threads[name] = threading.get_ident()
+            self.order.append(name)
+            self.started.set()
+            end = time.monotonic() + DEADLINE
+            while spin and not self.release.is_set() and time.monotonic() < end:
+                pass  # busy on the CPU, as a pure-Python computation is
+
+        return run
+
+    def finish(self) -> None:
+        self.release.set()
+        self.thread.join(DEADLINE)
+
+
+@pytest.fixture
+def low_busy_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A spinning thread shares the CPU with the test's own threads (and a loaded CI machine):
+    # counting 10 % of a CPU as busy keeps the tests about the policy, not the machine.
+    monkeypatch.setattr(_mailbox, "BUSY_CPU_SHARE", 0.1)
+
+
+needs_cpu_clocks = pytest.mark.skipif(not _mailbox.CAN_LINGER, reason="no thread CPU clocks")
+
+
+@needs_cpu_clocks
+def test_a_call_waits_for_one_busy_on_the_cpu_and_then_runs_on_its_thread(
+    low_busy_share: None,
+) -> None:
+    submitted: list[Callable[[], None]] = []
+    mailbox = Mailbox(submitted.append, serial=False, maxsize=10, name="Obj x", linger=30.0)
+    order: list[str] = []
+    spinner = Spinner(mailbox, order)
+    time.sleep(0.02)  # let it spin a while: then it is measurably busy
+    assert mailbox.admit(spinner.task("B")) is None
+    assert mailbox.admit(spinner.task("C")) is None  # behind B, in arrival order
+    assert mailbox.waiting and mailbox.lingered == 2 and mailbox.depth == 3
+    spinner.finish()
+    assert order == ["A", "B", "C"]
+    assert spinner.threads["B"] == spinner.threads["A"] == spinner.threads["C"]
+    assert not mailbox.waiting and mailbox.depth == 0 and not submitted
+
+
+@needs_cpu_clocks
+def test_a_call_starts_at_once_beside_one_that_waits(low_busy_share: None) -> None:
+    mailbox = Mailbox(lambda task: None, serial=False, maxsize=10, name="Obj x", linger=30.0)
+    waiting = threading.Event()
+    started = threading.Event()
+
+    def blocked() -> None:
+        started.set()
+        waiting.wait(DEADLINE)  # off the CPU, as a call waiting for I/O or a lock is
+
+    start = mailbox.admit(blocked)
+    assert start is not None
+    thread = threading.Thread(target=start)
+    thread.start()
+    assert started.wait(DEADLINE)
+    time.sleep(0.02)
+    ran: list[str] = []
+    second = mailbox.admit(lambda: ran.append("B"))
+    assert second is not None and mailbox.lingered == 0
+    second()
+    assert ran == ["B"]
+    waiting.set()
+    thread.join(DEADLINE)
+    assert mailbox.depth == 0
+
+
+@needs_cpu_clocks
+def test_a_waiting_call_starts_beside_the_busy_one_when_its_time_is_up(
+    low_busy_share: None,
+) -> None:
+    submitted: list[Callable[[], None]] = []
+    mailbox = Mailbox(submitted.append, serial=False, maxsize=10, name="Obj x", linger=0.2)
+    order: list[str] = []
+    spinner = Spinner(mailbox, order)
+    time.sleep(0.02)
+    admitted = time.monotonic()
+    assert mailbox.admit(spinner.task("B")) is None
+    deadline = mailbox.expire(admitted)
+    assert deadline is not None and admitted < deadline <= admitted + 0.2 + 0.01
+    assert not submitted  # not yet
+    assert mailbox.expire(deadline) is None  # its time is up: handed to the executor
+    assert len(submitted) == 1 and not mailbox.waiting
+    submitted[0]()  # runs now, while A still spins
+    assert order == ["A", "B"]
+    spinner.finish()
+    assert mailbox.depth == 0
+
+
+def test_serial_and_non_lingering_mailboxes_ignore_linger() -> None:
+    serial = Mailbox(lambda task: None, serial=True, maxsize=10, name="Sync x", linger=1.0)
+    assert serial.linger == 0.0
+    plain = Mailbox(lambda task: None, serial=False, maxsize=10, name="Obj x")
+    assert plain.linger == 0.0 and plain.expire(time.monotonic()) is None
+
+
+@needs_cpu_clocks
+def test_a_call_that_arrived_too_early_to_tell_starts_once_the_running_one_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Calls that arrive together: the first has only just started, so the second waits and
+    # is looked at again shortly; the first then waits (off the CPU), so the second starts
+    # long before its linger time is up.
+    monkeypatch.setattr(_mailbox, "BUSY_MIN_SAMPLE", 0.05)
+    submitted: list[Callable[[], None]] = []
+    mailbox = Mailbox(submitted.append, serial=False, maxsize=10, name="Obj x", linger=30.0)
+    release = threading.Event()
+    started = threading.Event()
+    start = mailbox.admit(lambda: (started.set(), release.wait(DEADLINE)))
+    assert start is not None
+    thread = threading.Thread(target=start)
+    thread.start()
+    assert started.wait(DEADLINE)
+    assert mailbox.admit(lambda: None) is None  # too early to tell
+    check = mailbox.expire(time.monotonic())
+    assert check is not None and check < time.monotonic() + 1.0  # a look soon, not in 30 s
+    wait_for(lambda: mailbox.expire(time.monotonic()) is None and submitted, "the second call")
+    assert len(submitted) == 1
+    release.set()
+    thread.join(DEADLINE)
+    submitted[0]()
+    assert mailbox.depth == 0

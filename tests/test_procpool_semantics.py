@@ -124,6 +124,70 @@ def test_mailbox_semantics_are_the_same_in_every_mode(any_mode_daemon: Daemon) -
     recorder._release()
 
 
+# -- lingering: an ObjBase call waits for one busy on the CPU ------------------------------------
+
+
+def _staggered(*calls: Any, gap: float = 0.03) -> list[Any]:
+    # Each call starts ``gap`` s after the previous one, so the first is running when the
+    # next arrives.
+    def later(i: int, fn: Any) -> Any:
+        time.sleep(i * gap)
+        return fn()
+
+    return run_threads(*[functools.partial(later, i, fn) for i, fn in enumerate(calls)])
+
+
+def test_objbase_calls_busy_on_the_cpu_run_one_after_the_other_in_a_worker() -> None:
+    with config_values(PYRO_WORKER_LINGER=2.0), serving("process", workers=1) as d:
+        uri = d.connect(Worker)
+        proxies = [DynamicProxy(uri) for _ in range(2)]
+        try:
+            first, second = _staggered(*[functools.partial(p.timed_burn, 0.2) for p in proxies])
+            # The second waited for the first instead of taking turns with it for the GIL.
+            assert second[0] >= first[1] - 0.005, (first, second)
+            assert d.getStats()["workers"][0]["objects"][uri.objectID]["lingered"] >= 1
+        finally:
+            for p in proxies:
+                p._release()
+
+
+def test_a_lingering_call_starts_beside_a_busy_call_that_then_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    # The first call computes, then waits for something only the second call does: the
+    # linger bound (not the first call's end) starts the second, so neither is stuck.
+    release = str(tmp_path / "release")
+    with config_values(PYRO_WORKER_LINGER=0.1), serving("process", workers=1) as d:
+        uri = d.connect(Worker)
+        proxies = [DynamicProxy(uri) for _ in range(2)]
+        try:
+            started = time.monotonic()
+            waited, _ = _staggered(
+                functools.partial(proxies[0].burn_then_wait, 0.1, release, 10.0),
+                functools.partial(proxies[1].touch, release),
+            )
+            assert waited is True
+            assert time.monotonic() - started < 5.0
+        finally:
+            for p in proxies:
+                p._release()
+
+
+def test_objbase_calls_that_wait_still_run_side_by_side_in_a_worker() -> None:
+    with serving("process", workers=1) as d:
+        uri = d.connect(Worker)
+        proxies = [DynamicProxy(uri) for _ in range(3)]
+        try:
+            started = time.monotonic()
+            run_threads(*[functools.partial(p.sleep, 0.5) for p in proxies])
+            # Side by side: well under 2 × 0.5 s (calls arriving together may each wait a
+            # look or two, BUSY_RECHECK apart, never their whole linger time one by one).
+            assert time.monotonic() - started < 0.95
+        finally:
+            for p in proxies:
+                p._release()
+
+
 # -- parallel execution across workers ----------------------------------------------------------
 
 
@@ -687,6 +751,7 @@ def test_stats_per_worker_and_per_object(caplog: pytest.LogCaptureFixture) -> No
                 "calls": 4,
                 "errors": 1,
                 "queue_depth": 0,
+                "lingered": 0,
             }
             assert workers[index]["calls"] >= 4
             assert stats["routes"][uri.objectID]["placement"] == "pinned"
