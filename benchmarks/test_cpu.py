@@ -57,7 +57,7 @@ import pyroact.wire
 from benchmarks._servers import SERVERS, ServerPool, ServerProcess, _read_line
 
 WINDOW = 2.0  # seconds per window
-ROUNDS = 4  # RPC windows per RPC row, each between two raw-capacity windows
+ROUNDS = 6  # RPC windows per RPC row, each between two raw-capacity windows
 QUICK_WINDOW = 0.3  # with --benchmark-disable (one round)
 CLIENTS = 4
 CPUS = os.cpu_count() or 1
