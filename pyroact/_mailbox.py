@@ -338,12 +338,17 @@ class _Running:
     __slots__ = ("clock", "cpu0", "wall0")
 
     def __init__(self) -> None:
-        self.clock = time.pthread_getcpuclockid(threading.get_ident())
         self.wall0 = time.monotonic()
-        self.cpu0 = time.clock_gettime(self.clock)
+        try:
+            self.clock: int | None = time.pthread_getcpuclockid(threading.get_ident())
+            self.cpu0 = time.clock_gettime(self.clock)
+        except OSError:  # no CPU clock for this thread: it never holds other calls back
+            self.clock, self.cpu0 = None, 0.0
 
     def state(self, now: float) -> int:
         """``_BUSY`` (on the CPU), ``_IDLE`` (mostly waiting) or ``_UNKNOWN`` (just started)."""
+        if self.clock is None:
+            return _IDLE
         wall = now - self.wall0
         if wall < BUSY_MIN_SAMPLE:
             return _UNKNOWN
@@ -500,7 +505,15 @@ class Mailbox:
                 min(self._waiting[0].check_at, self._waiting[0].deadline) if self._waiting else None
             )
         if due is not None:
-            self._submit(functools.partial(self._run_lingering, due))
+            try:
+                self._submit(functools.partial(self._run_lingering, due))
+            except RuntimeError:
+                # No thread can take it now (the pool is shut down or cannot start one): it
+                # waits on, first in line, and the running call's end still starts it.
+                with self._lock:
+                    self._waiting.appendleft(_Waiting(due, now + self.linger, now + self.linger))
+                after = now + self.linger if after is None else min(after, now + self.linger)
+                log.warning("a call to %s waits on: no thread can start it now", self.name)
         return after
 
     def _finish(self) -> None:

@@ -344,3 +344,21 @@ def test_a_call_that_arrived_too_early_to_tell_starts_once_the_running_one_waits
     thread.join(DEADLINE)
     submitted[0]()
     assert mailbox.depth == 0
+
+
+@needs_cpu_clocks
+def test_a_waiting_call_no_thread_can_start_waits_on_and_runs_after_the_busy_one(
+    low_busy_share: None,
+) -> None:
+    def refuse(task: Callable[[], None]) -> None:
+        raise RuntimeError("thread pool is shut down")
+
+    mailbox = Mailbox(refuse, serial=False, maxsize=10, name="Obj x", linger=0.05)
+    order: list[str] = []
+    spinner = Spinner(mailbox, order)
+    time.sleep(0.02)
+    assert mailbox.admit(spinner.task("B")) is None
+    assert mailbox.expire(time.monotonic() + 1.0) is not None  # due, refused: still waiting
+    assert mailbox.waiting
+    spinner.finish()
+    assert order == ["A", "B"] and mailbox.depth == 0
