@@ -48,11 +48,13 @@ _worker = threading.local()
 
 # Lingering needs each running call's thread CPU time (POSIX thread CPU clocks).
 CAN_LINGER = hasattr(time, "pthread_getcpuclockid")
-# A running call that used at least this share of a CPU since it started is busy on the CPU.
+# A running call that used at least this share of a CPU since it started is busy on the CPU
+# (a quarter, not more: on an oversubscribed machine a computing thread gets less than a
+# whole CPU, while a waiting one uses next to none).
 # One that started less than BUSY_MIN_SAMPLE seconds ago cannot be told yet: a call arriving
 # then waits and is looked at again BUSY_RECHECK seconds later (calls that arrive together
 # would otherwise start together and, if they compute, finish together every time).
-BUSY_CPU_SHARE = 0.5
+BUSY_CPU_SHARE = 0.25
 BUSY_MIN_SAMPLE = 0.0005
 BUSY_RECHECK = 0.002
 _IDLE, _UNKNOWN, _BUSY = 0, 1, 2
@@ -159,6 +161,10 @@ class ThreadPool:
     def threads(self) -> int:
         """How many pool threads exist now."""
         return self._threads
+
+    def has_queued(self) -> bool:
+        """Tell whether tasks wait for a thread (every thread is busy); cheap, unlocked."""
+        return bool(self._tasks)
 
     def submit(self, task: Task) -> None:
         """Run ``task`` on a pool thread as soon as one is free.
@@ -381,26 +387,41 @@ class Mailbox:
         linger: for a concurrent mailbox, how long a call waits for a running call that is
             busy on the CPU before it starts beside it (0: never waits; see the module
             docstring). Ignored for serial mailboxes and where thread CPU clocks are missing.
+            Whoever admits calls to a lingering mailbox must call :meth:`expire` when it says.
+        queued: tells whether the executor has tasks waiting for a thread; a lingering
+            mailbox then hands its next call to the executor instead of running it on the
+            thread that just finished one, so other objects' calls get their turn.
     """
 
     def __init__(
-        self, submit: Submit, *, serial: bool, maxsize: int, name: str, linger: float = 0.0
+        self,
+        submit: Submit,
+        *,
+        serial: bool,
+        maxsize: int,
+        name: str,
+        linger: float = 0.0,
+        queued: Callable[[], bool] | None = None,
     ) -> None:
         self._submit = submit
+        self._queued = queued or (lambda: False)
         self.serial = serial
         self.maxsize = maxsize
         self.name = name
         self.linger = linger if linger > 0 and not serial and CAN_LINGER else 0.0
         self._queue: collections.deque[Task] = collections.deque()
-        # Lingering: calls waiting for a busy one, oldest first.
+        # Lingering: calls waiting for a busy one, oldest first. The first ``_released`` of
+        # them are due: a task that starts the oldest waiting call is with the executor for
+        # each (whoever gets there first, that task or the end of a running call, takes it).
         self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._released = 0
         self._running_calls: dict[int, _Running] = {}
         self._lock = threading.Lock()
         self._running = False
         self.inflight = 0
         self.calls = 0
         self.errors = 0
-        self.lingered = 0  # calls that waited for a busy one
+        self.lingered = 0  # calls that did not start at once because a running call was busy
 
     @property
     def depth(self) -> int:
@@ -409,8 +430,8 @@ class Mailbox:
 
     @property
     def waiting(self) -> bool:
-        """Whether calls wait for a busy one (a lingering mailbox; see :meth:`expire`)."""
-        return bool(self._waiting)
+        """Whether calls wait for a busy one and are not due yet (see :meth:`expire`)."""
+        return len(self._waiting) > self._released
 
     def post(self, task: Task) -> None:
         """Add a call; the executor starts it when its turn comes.
@@ -432,7 +453,7 @@ class Mailbox:
             The task that starts the call (or drains a serial mailbox), for the caller to run
             or submit; None when the call waits behind a running one (a serial mailbox, or a
             lingering one whose running call is busy on the CPU: :meth:`expire` then says
-            when it must start at the latest).
+            when to look again).
 
         Raises:
             BusyError: the mailbox already holds ``maxsize`` calls.
@@ -467,54 +488,88 @@ class Mailbox:
         return functools.partial(self._run_lingering, task)
 
     def _running_state(self, now: float) -> int:
-        # Called with the lock held: the most telling state of the running calls.
-        return max((r.state(now) for r in self._running_calls.values()), default=_IDLE)
+        # Called with the lock held: _BUSY if a running call is busy on the CPU, else
+        # _UNKNOWN if one just started, else _IDLE (each look at a call reads its clock).
+        state = _IDLE
+        for running in self._running_calls.values():
+            found = running.state(now)
+            if found == _BUSY:
+                return _BUSY
+            state = max(state, found)
+        return state
 
     def expire(self, now: float) -> float | None:
-        """Start (on the executor) the oldest waiting call if its time is up or nothing is busy.
+        """Start the oldest waiting call beside the running ones if it is due.
 
-        A waiting call starts beside the running ones when its ``linger`` time is up, or when
-        a look at the running calls finds none busy on the CPU any more. One call starts per
-        look, so calls that waited together do not all start at once.
+        A waiting call is due when its ``linger`` time is up, or when a look at the running
+        calls (at the time :meth:`admit` or the previous look set) finds none busy on the
+        CPU. At most one call becomes due per call of this method; it starts on the executor
+        (or on the thread of a running call that ends first), in arrival order.
 
         Args:
             now: ``time.monotonic()``.
 
         Returns:
-            When to call again (the oldest waiting call's next look or deadline), or None
-            when no call waits.
+            When to call again (the next waiting call's look or deadline), or None when no
+            call waits that is not due already.
         """
-        due: Task | None = None
+        due = False
         with self._lock:
-            if not self._waiting:
+            if len(self._waiting) <= self._released:
                 return None
-            head = self._waiting[0]
+            head = self._waiting[self._released]
             if head.deadline <= now:
-                due = self._waiting.popleft().task
+                due = True
             elif head.check_at <= now:
                 state = self._running_state(now)
                 if state == _IDLE:
-                    due = self._waiting.popleft().task
+                    due = True
                 else:
                     head.check_at = head.deadline if state == _BUSY else now + BUSY_RECHECK
-            if due is not None and self._waiting:
-                # The call just started cannot be told yet: look again shortly.
-                nxt = self._waiting[0]
-                nxt.check_at = min(nxt.check_at, now + BUSY_RECHECK)
-            after = (
-                min(self._waiting[0].check_at, self._waiting[0].deadline) if self._waiting else None
-            )
-        if due is not None:
-            try:
-                self._submit(functools.partial(self._run_lingering, due))
-            except RuntimeError:
-                # No thread can take it now (the pool is shut down or cannot start one): it
-                # waits on, first in line, and the running call's end still starts it.
-                with self._lock:
-                    self._waiting.appendleft(_Waiting(due, now + self.linger, now + self.linger))
-                after = now + self.linger if after is None else min(after, now + self.linger)
-                log.warning("a call to %s waits on: no thread can start it now", self.name)
+            if due:
+                self._released += 1
+                if len(self._waiting) > self._released:
+                    # The call about to start cannot be told yet: look again shortly.
+                    following = self._waiting[self._released]
+                    following.check_at = min(following.check_at, now + BUSY_RECHECK)
+            after = self._next_look()
+        if due and not self._hand_over():
+            after = now + BUSY_RECHECK if after is None else min(after, now + BUSY_RECHECK)
         return after
+
+    def _next_look(self) -> float | None:
+        # Called with the lock held.
+        if len(self._waiting) <= self._released:
+            return None
+        head = self._waiting[self._released]
+        return min(head.check_at, head.deadline)
+
+    def _hand_over(self) -> bool:
+        # Gives the executor a task that starts the oldest waiting call (one ``_released``
+        # slot); False (the slot taken back, the call still waiting) if it refuses.
+        try:
+            self._submit(self._start_released)
+        except RuntimeError:
+            with self._lock:
+                self._released = max(0, self._released - 1)
+            log.warning("a call to %s waits on: no thread can start it now", self.name)
+            return False
+        return True
+
+    def _start_released(self) -> None:
+        with self._lock:
+            if not self._released or not self._waiting:
+                return  # a call that ended took it on its own thread
+            self._released -= 1
+            task = self._waiting.popleft().task
+            running = self._register()
+        self._run_chain(task, running)
+
+    def _register(self) -> _Running:
+        # Called with the lock held, on the thread about to run the call.
+        running = _Running()
+        self._running_calls[id(running)] = running
+        return running
 
     def _finish(self) -> None:
         with self._lock:
@@ -527,20 +582,34 @@ class Mailbox:
             self._finish()
 
     def _run_lingering(self, task: Task) -> None:
-        # Runs the call, then, on the same thread, the oldest call that waited for it.
-        next_task: Task | None = task
-        while next_task is not None:
-            running = _Running()
-            key = id(running)
-            with self._lock:
-                self._running_calls[key] = running
+        with self._lock:
+            running = self._register()
+        self._run_chain(task, running)
+
+    def _run_chain(self, task: Task, running: _Running) -> None:
+        # Runs the call, then, on the same thread, the oldest call that waited for it, unless
+        # the executor has other work waiting for a thread: then it gets the next call.
+        current: Task | None = task
+        while current is not None:
+            finished = False
             try:
-                _run_logged(next_task)
+                _run_logged(current)
+                finished = True
             finally:
+                hand_over = False
                 with self._lock:
-                    del self._running_calls[key]
+                    del self._running_calls[id(running)]
                     self.inflight -= 1
-                    next_task = self._waiting.popleft().task if self._waiting else None
+                    current = None
+                    if self._waiting and finished and not self._queued():
+                        current = self._waiting.popleft().task
+                        self._released = max(0, self._released - 1)
+                        running = self._register()
+                    elif len(self._waiting) > self._released:
+                        self._released += 1
+                        hand_over = True
+                if hand_over:
+                    self._hand_over()
 
     def _drain(self) -> None:
         while True:

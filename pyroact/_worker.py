@@ -26,7 +26,7 @@ import logging
 import os
 import pickle
 import queue
-import select
+import selectors
 import socket
 import sys
 import threading
@@ -123,6 +123,8 @@ class WorkerDaemon:
         # Mailboxes whose calls wait for a busy call (lingering); the link reader starts them
         # when their time is up. Only the thread reading the link touches it.
         self._lingering: set[Mailbox] = set()
+        self._link_ready = selectors.DefaultSelector()  # any descriptor number (not select())
+        self._link_ready.register(link.fileno(), selectors.EVENT_READ)
 
     # -- link ----------------------------------------------------------------------------------
 
@@ -212,6 +214,7 @@ class WorkerDaemon:
             maxsize=pyroact.config.PYRO_MAILBOX_SIZE,
             name=f"{type(obj).__name__} {guid}",
             linger=pyroact.config.PYRO_WORKER_LINGER,
+            queued=self.pool.has_queued,
         )
         with self._lock:
             self.objects[guid] = core._Entry(obj, name, mailbox, persistent)
@@ -343,8 +346,9 @@ class WorkerDaemon:
                 else:
                     deadlines.append(deadline)
             if deadlines:
-                wait = max(0.0, min(deadlines) - now)
-                if not select.select([self.link.fileno()], [], [], wait)[0]:
+                # (at most a second at a time: a linger of hours must not overflow the wait)
+                wait = min(max(0.0, min(deadlines) - now), 1.0)
+                if not self._link_ready.select(wait):
                     return None
         return self.link.recv_frame()
 

@@ -235,6 +235,16 @@ class Spinner:
         self.thread.join(DEADLINE)
 
 
+def busy_mailbox(submit: Callable[[Callable[[], None]], None], linger: float,
+                 queued: Callable[[], bool] | None = None) -> tuple[Mailbox, Spinner]:  # fmt: skip
+    """A lingering mailbox whose first call (``A``) has been computing for a while."""
+    mailbox = Mailbox(submit, serial=False, maxsize=10, name="Obj x", linger=linger,
+                      queued=queued)  # fmt: skip
+    spinner = Spinner(mailbox, [])
+    time.sleep(0.02)  # let it spin a while: then it is measurably busy
+    return mailbox, spinner
+
+
 @pytest.fixture
 def low_busy_share(monkeypatch: pytest.MonkeyPatch) -> None:
     # A spinning thread shares the CPU with the test's own threads (and a loaded CI machine):
@@ -250,10 +260,8 @@ def test_a_call_waits_for_one_busy_on_the_cpu_and_then_runs_on_its_thread(
     low_busy_share: None,
 ) -> None:
     submitted: list[Callable[[], None]] = []
-    mailbox = Mailbox(submitted.append, serial=False, maxsize=10, name="Obj x", linger=30.0)
-    order: list[str] = []
-    spinner = Spinner(mailbox, order)
-    time.sleep(0.02)  # let it spin a while: then it is measurably busy
+    mailbox, spinner = busy_mailbox(submitted.append, 30.0)
+    order = spinner.order
     assert mailbox.admit(spinner.task("B")) is None
     assert mailbox.admit(spinner.task("C")) is None  # behind B, in arrival order
     assert mailbox.waiting and mailbox.lingered == 2 and mailbox.depth == 3
@@ -294,10 +302,8 @@ def test_a_waiting_call_starts_beside_the_busy_one_when_its_time_is_up(
     low_busy_share: None,
 ) -> None:
     submitted: list[Callable[[], None]] = []
-    mailbox = Mailbox(submitted.append, serial=False, maxsize=10, name="Obj x", linger=0.2)
-    order: list[str] = []
-    spinner = Spinner(mailbox, order)
-    time.sleep(0.02)
+    mailbox, spinner = busy_mailbox(submitted.append, 0.2)
+    order = spinner.order
     admitted = time.monotonic()
     assert mailbox.admit(spinner.task("B")) is None
     deadline = mailbox.expire(admitted)
@@ -353,12 +359,118 @@ def test_a_waiting_call_no_thread_can_start_waits_on_and_runs_after_the_busy_one
     def refuse(task: Callable[[], None]) -> None:
         raise RuntimeError("thread pool is shut down")
 
-    mailbox = Mailbox(refuse, serial=False, maxsize=10, name="Obj x", linger=0.05)
-    order: list[str] = []
-    spinner = Spinner(mailbox, order)
-    time.sleep(0.02)
+    mailbox, spinner = busy_mailbox(refuse, 0.05)
+    order = spinner.order
     assert mailbox.admit(spinner.task("B")) is None
     assert mailbox.expire(time.monotonic() + 1.0) is not None  # due, refused: still waiting
     assert mailbox.waiting
     spinner.finish()
+    assert order == ["A", "B"] and mailbox.depth == 0
+
+
+@needs_cpu_clocks
+def test_a_due_call_waiting_for_a_thread_still_starts_before_later_calls(
+    low_busy_share: None,
+) -> None:
+    # B's time is up while A computes: B is handed to the executor, which has no thread free.
+    # C arrives, A ends: A's thread must start B (the oldest), not C; the executor's task
+    # then finds nothing left to start.
+    submitted: list[Callable[[], None]] = []
+    mailbox, spinner = busy_mailbox(submitted.append, 0.05)
+    order = spinner.order
+    assert mailbox.admit(spinner.task("B")) is None
+    mailbox.expire(time.monotonic() + 0.06)
+    assert len(submitted) == 1 and not mailbox.waiting
+    assert mailbox.admit(spinner.task("C")) is None
+    spinner.finish()
+    for task in submitted:
+        task()
+    assert order == ["A", "B", "C"] and mailbox.depth == 0
+
+
+@needs_cpu_clocks
+def test_calls_keep_their_order_in_a_pool_of_one_thread(low_busy_share: None) -> None:
+    pool = ThreadPool(1, name="one")
+    try:
+        mailbox = Mailbox(pool.submit, serial=False, maxsize=10, name="Obj x", linger=0.05,
+                          queued=pool.has_queued)  # fmt: skip
+        order: list[str] = []
+        release, started = threading.Event(), threading.Event()
+
+        def spin() -> None:
+            order.append("A")
+            started.set()
+            end = time.monotonic() + DEADLINE
+            while not release.is_set() and time.monotonic() < end:
+                pass
+
+        mailbox.post(spin)
+        assert started.wait(DEADLINE)
+        time.sleep(0.02)
+        mailbox.post(lambda: order.append("B"))
+        mailbox.expire(time.monotonic() + 0.06)  # B due: queued in the pool behind A
+        mailbox.post(lambda: order.append("C"))
+        release.set()
+        wait_for(lambda: len(order) == 3, "three calls")
+        assert order == ["A", "B", "C"]
+        wait_for(lambda: mailbox.depth == 0, "an empty mailbox")
+    finally:
+        pool.shutdown(5.0)
+
+
+@needs_cpu_clocks
+def test_a_finished_call_hands_the_next_to_the_executor_when_it_has_work_waiting(
+    low_busy_share: None,
+) -> None:
+    # Other objects' calls wait for a thread: the thread of a finished call must not run
+    # this object's next call before them, so the next one goes to the executor's queue.
+    submitted: list[Callable[[], None]] = []
+    busy_executor = threading.Event()
+    mailbox, spinner = busy_mailbox(submitted.append, 30.0, queued=busy_executor.is_set)
+    order = spinner.order
+    assert mailbox.admit(spinner.task("B")) is None
+    busy_executor.set()
+    spinner.finish()
+    assert order == ["A"] and len(submitted) == 1  # B is the executor's now
+    submitted[0]()
+    assert order == ["A", "B"] and mailbox.depth == 0
+
+
+@needs_cpu_clocks
+def test_a_call_that_raises_a_base_exception_hands_the_next_one_on(
+    low_busy_share: None,
+) -> None:
+    submitted: list[Callable[[], None]] = []
+    mailbox = Mailbox(submitted.append, serial=False, maxsize=10, name="Obj x", linger=30.0)
+    order: list[str] = []
+    release, started = threading.Event(), threading.Event()
+
+    def spin_then_exit() -> None:
+        order.append("A")
+        started.set()
+        end = time.monotonic() + DEADLINE
+        while not release.is_set() and time.monotonic() < end:
+            pass
+        raise SystemExit("the call ends its thread")
+
+    start = mailbox.admit(spin_then_exit)
+    assert start is not None
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start()
+        except BaseException as exc:  # what a pool thread would see
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert started.wait(DEADLINE)
+    time.sleep(0.02)
+    assert mailbox.admit(lambda: order.append("B")) is None
+    release.set()
+    thread.join(DEADLINE)
+    assert raised and isinstance(raised[0], SystemExit)
+    assert order == ["A"] and len(submitted) == 1  # B was handed on, not lost
+    submitted[0]()
     assert order == ["A", "B"] and mailbox.depth == 0

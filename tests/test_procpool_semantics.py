@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -171,6 +172,37 @@ def test_a_lingering_call_starts_beside_a_busy_call_that_then_waits_for_it(
         finally:
             for p in proxies:
                 p._release()
+
+
+@pytest.mark.parametrize("linger", [0.2, float("inf")])
+def test_lingering_works_with_any_linger_and_a_link_descriptor_above_1023(linger: float) -> None:
+    # A parent with many descriptors open gives a (re)started worker a link descriptor of
+    # 1024 or more, which select() cannot watch; and an infinite linger must not overflow
+    # the reader's wait. Either used to kill the worker at its first lingering call.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is too low to hold 1030 descriptors")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(1030)]
+    try:
+        with config_values(PYRO_WORKER_LINGER=linger), serving("process", workers=1) as d:
+            uri = d.connect(Worker)
+            proxies = [DynamicProxy(uri) for _ in range(2)]
+            try:
+                first, second = _staggered(
+                    *[functools.partial(p.timed_burn, 0.15) for p in proxies]
+                )
+                assert isinstance(first, tuple) and isinstance(second, tuple), (first, second)
+                assert d.getStats()["workers"][0]["restarts"] == 0
+            finally:
+                for p in proxies:
+                    p._release()
+    finally:
+        for fd in held:
+            os.close(fd)
+        os.close(null)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_objbase_calls_that_wait_still_run_side_by_side_in_a_worker() -> None:
