@@ -436,15 +436,17 @@ class WorkerDaemon:
             return False
         step = nonblocking_step(sock)
         size = _size(segments)
+        # Counted before the write: a client that has its reply may ask for the stats at once.
+        self.direct_replies += 1
         try:
             pending = send_available(step, list(segments))
             if pending and _size(pending) == size:
+                self.direct_replies -= 1
                 return False
             if pending:
                 send_waiting(step, sock.fileno(), pending, None)
         except OSError:
             pass  # the client is gone: the parent sees the connection close
-        self.direct_replies += 1
         return True
 
     def _control(self, frame: Frame) -> None:
