@@ -10,10 +10,18 @@ connection stay in order.
 
 Replicated calls go to the worker with the fewest outstanding calls; pinned objects are
 placed round-robin (or on the least-loaded worker) when they are connected.
+
+A ``SynchronizedObjBase`` runs one call at a time, so a call that reaches its worker while
+another runs there could only wait in the worker's mailbox; but the worker would still have to
+read it at once, taking the GIL from the running call (two thread switches and a forced GIL
+hand-over per call, on a CPU that is computing). So the parent keeps one call per serial
+object and worker *in turn* at the worker and holds the later ones (in arrival order, bounded
+by ``PYRO_MAILBOX_SIZE``) until the one before is answered; then it sends the next.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -24,7 +32,7 @@ from typing import Any
 
 from . import _wirespec as spec
 from . import serializer
-from .errors import DaemonError, SerializeError, WorkerDiedError
+from .errors import BusyError, DaemonError, SerializeError, WorkerDiedError
 from .svr_procpool import DELIVERED, PendingCall, WorkerHandle, WorkerPool
 from .transport import ServerChannel
 from .wire import Frame
@@ -64,6 +72,7 @@ class Route:
         "name",
         "persistent",
         "placement",
+        "serial",
         "strategy",
         "type_name",
         "workers",
@@ -81,6 +90,7 @@ class Route:
         is_factory: bool,
         persistent: bool,
         type_name: str,
+        serial: bool = False,
     ) -> None:
         self.guid = guid
         self.name = name
@@ -91,6 +101,7 @@ class Route:
         self.is_factory = is_factory
         self.persistent = persistent
         self.type_name = type_name
+        self.serial = serial
         self.lost: set[int] = set()
 
 
@@ -117,6 +128,16 @@ class _Holding(threading.local):
         self.held = set()
 
 
+class _Turns:
+    """Calls to one serial object on one worker: whether one is there, and those held back."""
+
+    __slots__ = ("busy", "held")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.held: collections.deque[Callable[[bool], bool]] = collections.deque()
+
+
 class ProcessRouter:
     """The process-mode part of a daemon.
 
@@ -136,6 +157,9 @@ class ProcessRouter:
         self._settings: dict[str, tuple[Any, ...]] = {}
         # Per thread: the workers it holds frames for (see forward and flush_held).
         self._holding = _Holding()
+        # (object id, worker index) -> the turns of a serial object's calls on that worker.
+        self._turns: dict[tuple[str, int], _Turns] = {}
+        self._turns_lock = threading.Lock()
         self.pool = WorkerPool(
             count,
             name=f"{daemon.hostname}:{daemon.port}",
@@ -208,9 +232,9 @@ class ProcessRouter:
             workers = [self.pool.least_loaded()]
         else:
             workers = [self.pool.round_robin()]
-        type_name = ""
+        type_name, serial = "", False
         for index in workers:
-            type_name, _serial = self.pool.control(
+            type_name, serial = self.pool.control(
                 index, "connect", guid, name, blob, is_factory, persistent
             )
         self.routes[guid] = Route(
@@ -223,6 +247,7 @@ class ProcessRouter:
             is_factory=is_factory,
             persistent=persistent,
             type_name=type_name,
+            serial=serial,
         )
 
     def disconnect(self, guid: str) -> bool:
@@ -323,7 +348,10 @@ class ProcessRouter:
             buffers=frame.buffers,
             flags=frame.flags,
         )
-        if oneway and daemon.config.PYRO_ONEWAY_THREADED:
+        untracked = oneway and daemon.config.PYRO_ONEWAY_THREADED
+        if route.serial and self._wait_for_turn(conn, frame, route, handle, send, label, untracked):
+            return
+        if untracked:
             # Nobody waits for it: the worker answers nothing, so a burst of oneway calls
             # costs one frame each, not two; the worker logs its failures and drains it at
             # shutdown. While more of the client's frames wait, it is held and goes to the
@@ -342,6 +370,109 @@ class ProcessRouter:
             send(pending=PendingCall(label, on_done))
         except WorkerDiedError as exc:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
+
+    def _wait_for_turn(
+        self,
+        conn: Any,
+        frame: Frame,
+        route: Route,
+        handle: WorkerHandle,
+        send: Callable[..., None],
+        label: str,
+        untracked: bool,
+    ) -> bool:
+        # A call to a serial object (see the module docstring): True when this method took
+        # it (sent it in its turn, held it, or refused it); False when it goes the usual way
+        # (a oneway nobody waits for, while none of the object's calls is at the worker).
+        key = (route.guid, handle.index)
+        on_done = self._reply_handler(conn, frame, frame.msg_type == spec.MSG_ONEWAY, label)
+
+        def answered(reply: Frame | None, error: BaseException | None) -> None:
+            try:
+                on_done(reply, error)
+            finally:
+                self._next_turn(key, handle)
+
+        def go(later: bool = False) -> bool:
+            # Sends the call: True when the worker will answer it (the turn is taken). A
+            # oneway nobody waits for may be held for the next write (``later``).
+            try:
+                if untracked:
+                    send(pending=None, later=later)
+                else:
+                    send(pending=PendingCall(label, answered))
+            except WorkerDiedError as exc:
+                reason = f"{handle.death} before {label} reached it" if handle.death else None
+                error = WorkerDiedError(reason or f"{exc} (calling {label})")
+                if untracked:
+                    log.warning("oneway call %s failed: %s", label, error)
+                else:
+                    on_done(None, error)
+                return False
+            return not untracked
+
+        limit = self.daemon.config.PYRO_MAILBOX_SIZE
+        refusal: BusyError | None = None
+        with self._turns_lock:
+            turns = self._turns.get(key)
+            if turns is None or not turns.busy:
+                if untracked:
+                    return False
+                turns = self._turns[key] = _Turns()
+                turns.busy = True
+                held = False
+            elif len(turns.held) + 1 >= limit:
+                refusal = BusyError(
+                    f"mailbox of {route.type_name} {route.guid} is full: "
+                    f"{len(turns.held) + 1} calls queued or running (PYRO_MAILBOX_SIZE={limit})"
+                )
+            else:
+                # Paused before it can be sent by the link reader: its answer resumes the
+                # connection, which must not come first.
+                if not untracked:
+                    self.daemon.pause(conn)
+                turns.held.append(go)
+                handle.held_calls += 1
+                held = True
+        if refusal is not None:
+            if untracked or frame.msg_type == spec.MSG_ONEWAY:  # no reply to carry the error
+                log.warning("oneway call %s refused: %s", label, refusal)
+            else:
+                self.daemon.refuse(conn, frame.seq, refusal, close=False)
+            return True
+        if not held:
+            self.daemon.pause(conn)
+            if not go():
+                self._next_turn(key, handle)
+        return True
+
+    def _next_turn(self, key: tuple[str, int], handle: WorkerHandle) -> None:
+        # The serial object's call at the worker was answered (or failed): send the held
+        # calls in order until one takes the turn (a oneway nobody waits for does not).
+        try:
+            while True:
+                with self._turns_lock:
+                    turns = self._turns.get(key)
+                    if turns is None:
+                        return
+                    if not turns.held:
+                        del self._turns[key]
+                        return
+                    go = turns.held.popleft()
+                    handle.held_calls -= 1
+                if go(True):  # oneways ahead of it go in the same write
+                    return
+        finally:
+            try:
+                handle.flush()  # the oneways released without a call after them
+            except WorkerDiedError as exc:
+                log.warning("oneway calls to worker %d were lost: %s", handle.index, exc)
+
+    def held_calls(self, guid: str, index: int) -> int:
+        """Calls to a serial object that the parent holds for their turn at worker ``index``."""
+        with self._turns_lock:
+            turns = self._turns.get((guid, index))
+            return len(turns.held) if turns is not None else 0
 
     def flush_held(self) -> None:
         """Send the frames this thread held for the workers (the end of a client's batch)."""
@@ -467,6 +598,8 @@ class ProcessRouter:
                 except Exception as exc:
                     entry["objects"] = f"unavailable: {exc}"
                 else:
+                    for guid, counters in worker["objects"].items():
+                        counters["queue_depth"] += self.held_calls(guid, entry["index"])
                     entry["objects"] = worker["objects"]
                     entry["direct_replies"] = worker["direct_replies"]
         return {

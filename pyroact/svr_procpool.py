@@ -98,7 +98,11 @@ class WorkerHandle:
         self.send_lock = threading.Lock()  # writes to the link, and the held frames
         self.next_id = 1
         self.alive = True
+        self.death: str | None = None  # how it died ("worker 0 (pid …) died with …")
         self.calls = 0
+        # Calls routed to this worker that the parent holds until the worker's serial object
+        # has answered the one before (ProcessRouter's turns); they count as outstanding.
+        self.held_calls = 0
         self.ready = threading.Event()
         # Keys of the client connections this worker holds a thread-local storage for.
         self.sessions: set[str] = set()
@@ -108,8 +112,8 @@ class WorkerHandle:
 
     @property
     def load(self) -> int:
-        """Calls sent and not answered."""
-        return len(self.pending)
+        """Calls routed here and not answered (sent, or held in the parent for their turn)."""
+        return len(self.pending) + self.held_calls
 
     def send_call(
         self,
@@ -499,6 +503,7 @@ class WorkerPool:
         else:
             log.error("worker %d (pid %d) died with %s", handle.index, handle.pid, described)
             reason = f"worker {handle.index} (pid {handle.pid}) died with {described}"
+        handle.death = reason
         for call in pending.values():
             error = WorkerDiedError(f"{reason} during {call.label}")
             try:

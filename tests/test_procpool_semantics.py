@@ -665,6 +665,61 @@ def test_a_picklable_instance_is_copied_into_its_worker(pdaemon: Daemon) -> None
 # -- bounded mailboxes -------------------------------------------------------------------------
 
 
+def test_calls_to_a_busy_serial_object_wait_in_the_parent_for_their_turn(tmp_path: Path) -> None:
+    # The worker gets a SynchronizedObjBase's next call only when the one before is answered,
+    # so it never reads a call mid-computation; the waiting calls still count as queued and
+    # run in arrival order.
+    release = tmp_path / "release"
+    with serving("process", workers=1) as d:
+        uri = d.connect(SyncRecorder)
+        guid = uri.objectID
+        proxies = [DynamicProxy(uri) for _ in range(3)]
+        first = threading.Thread(target=functools.partial(proxies[0].block, str(release)))
+        first.start()
+        wait_until(lambda: d.getStats()["workers"][0]["objects"][guid]["queue_depth"] == 1,
+                   what="the first call running")  # fmt: skip
+        later = [threading.Thread(target=functools.partial(p.record_sync, i))
+                 for i, p in enumerate(proxies[1:])]  # fmt: skip
+        for i, t in enumerate(later):
+            t.start()
+            wait_until(lambda i=i: d._router.held_calls(guid, 0) == i + 1,
+                       what=f"{i + 1} calls held in the parent")  # fmt: skip
+        stats = d.getStats()["workers"][0]
+        assert stats["objects"][guid]["queue_depth"] == 3 and stats["outstanding"] == 3
+        release.touch()
+        for t in [first, *later]:
+            t.join(10)
+        assert proxies[0].get_log() == [0, 1]
+        assert d._router.held_calls(guid, 0) == 0
+        for p in proxies:
+            p._release()
+
+
+def test_held_calls_count_when_placing_calls_to_a_replicated_serial_object(
+    tmp_path: Path,
+) -> None:
+    release = tmp_path / "release"
+    with serving("process", workers=2) as d:
+        uri = d.connect(SyncRecorder, "sync", placement="replicated")
+        proxies = [DynamicProxy(uri) for _ in range(4)]
+        threads = [threading.Thread(target=functools.partial(p.block, str(release)))
+                   for p in proxies]  # fmt: skip
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        try:
+            wait_until(lambda: [w["outstanding"] for w in d.getStats()["workers"]] == [2, 2],
+                       what="two calls per worker, one of them held in the parent")  # fmt: skip
+            assert d._router.held_calls(uri.objectID, 0) == 1
+            assert d._router.held_calls(uri.objectID, 1) == 1
+        finally:
+            release.touch()
+            for t in threads:
+                t.join(10)
+        for p in proxies:
+            p._release()
+
+
 def test_a_full_mailbox_gives_busy_errors(tmp_path: Path) -> None:
     with config_values(PYRO_MAILBOX_SIZE=2), serving("process", workers=1) as d:
         uri = d.connect(SyncRecorder)
