@@ -16,7 +16,12 @@ another runs there could only wait in the worker's mailbox; but the worker would
 read it at once, taking the GIL from the running call (two thread switches and a forced GIL
 hand-over per call, on a CPU that is computing). So the parent keeps one call per serial
 object and worker *in turn* at the worker and holds the later ones (in arrival order, bounded
-by ``PYRO_MAILBOX_SIZE``) until the one before is answered; then it sends the next.
+by ``PYRO_MAILBOX_SIZE``) until the one before is answered; then it sends the next. An
+``ObjBase`` gets the same turns while its calls compute: a worker marks the answer of a call
+that was busy on the CPU throughout, and while such a call of the object is at the worker the
+parent holds the later ones, each for at most ``PYRO_WORKER_LINGER`` seconds (then it goes to
+the worker anyway, where it starts beside the running one); an answer without the mark ends
+the holding. Calls that wait on I/O therefore still overlap.
 """
 
 from __future__ import annotations
@@ -25,15 +30,24 @@ import collections
 import functools
 import itertools
 import logging
+import math
 import pickle
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import _wirespec as spec
 from . import serializer
 from .errors import BusyError, DaemonError, SerializeError, WorkerDiedError
-from .svr_procpool import DELIVERED, PendingCall, WorkerHandle, WorkerPool
+from .svr_procpool import (
+    COMPUTED,
+    DELIVERED,
+    DELIVERED_COMPUTED,
+    PendingCall,
+    WorkerHandle,
+    WorkerPool,
+)
 from .transport import ServerChannel
 from .wire import Frame
 
@@ -62,11 +76,14 @@ class Route:
         is_factory: ``blob`` is a class or factory to call.
         type_name: the object's class name.
         lost: workers whose instance was re-created after a crash and has not said so yet.
+        held_total: how many of its calls the parent held for their turn (see the module
+            docstring).
     """
 
     __slots__ = (
         "blob",
         "guid",
+        "held_total",
         "is_factory",
         "lost",
         "name",
@@ -102,6 +119,7 @@ class Route:
         self.persistent = persistent
         self.type_name = type_name
         self.serial = serial
+        self.held_total = 0  # calls the parent held for their turn
         self.lost: set[int] = set()
 
 
@@ -128,14 +146,64 @@ class _Holding(threading.local):
         self.held = set()
 
 
+class _Held:
+    """A call held back for its turn: how to send it, and until when it may wait."""
+
+    __slots__ = ("deadline", "go", "tracked")
+
+    def __init__(self, go: Callable[[bool], bool], tracked: bool, deadline: float) -> None:
+        self.go = go
+        self.tracked = tracked  # the worker will answer it
+        self.deadline = deadline
+
+
 class _Turns:
-    """Calls to one serial object on one worker: whether one is there, and those held back."""
+    """Calls to one object on one worker: how many are there, and those held back."""
 
-    __slots__ = ("busy", "held")
+    __slots__ = ("at_worker", "computing", "held", "serial")
 
-    def __init__(self) -> None:
-        self.busy = False
-        self.held: collections.deque[Callable[[bool], bool]] = collections.deque()
+    def __init__(self, serial: bool) -> None:
+        self.serial = serial
+        self.at_worker = 0  # sent, to be answered
+        self.computing = False  # (ObjBase) the object's last answered call was busy on the CPU
+        self.held: collections.deque[_Held] = collections.deque()
+
+    def must_wait(self) -> bool:
+        """Whether a new call waits (behind held ones, or for a running call to be answered)."""
+        return bool(self.held) or (self.at_worker > 0 and (self.serial or self.computing))
+
+
+class _TurnTimer:
+    """Sends held ``ObjBase`` calls whose linger time is up (one thread, started on demand)."""
+
+    def __init__(self, expire: Callable[[float], float | None]) -> None:
+        self._expire = expire
+        self._cond = threading.Condition()
+        self._next = math.inf
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, deadline: float) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pyroact-turns", daemon=True)
+                self._thread.start()
+            if deadline < self._next:
+                self._next = deadline
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while (wait := self._next - time.monotonic()) > 0:
+                    self._cond.wait(None if math.isinf(wait) else wait)
+                self._next = math.inf
+            try:
+                following = self._expire(time.monotonic())
+            except Exception:
+                log.exception("error sending held calls")
+                following = None
+            if following is not None:
+                self.schedule(following)
 
 
 class ProcessRouter:
@@ -160,6 +228,7 @@ class ProcessRouter:
         # (object id, worker index) -> the turns of a serial object's calls on that worker.
         self._turns: dict[tuple[str, int], _Turns] = {}
         self._turns_lock = threading.Lock()
+        self._timer = _TurnTimer(self._expire_turns)
         self.pool = WorkerPool(
             count,
             name=f"{daemon.hostname}:{daemon.port}",
@@ -349,7 +418,8 @@ class ProcessRouter:
             flags=frame.flags,
         )
         untracked = oneway and daemon.config.PYRO_ONEWAY_THREADED
-        if route.serial and self._wait_for_turn(conn, frame, route, handle, send, label, untracked):
+        takes_turns = route.serial or daemon.config.PYRO_WORKER_LINGER > 0
+        if takes_turns and self._wait_for_turn(conn, frame, route, handle, send, label, untracked):
             return
         if untracked:
             # Nobody waits for it: the worker answers nothing, so a burst of oneway calls
@@ -381,9 +451,9 @@ class ProcessRouter:
         label: str,
         untracked: bool,
     ) -> bool:
-        # A call to a serial object (see the module docstring): True when this method took
-        # it (sent it in its turn, held it, or refused it); False when it goes the usual way
-        # (a oneway nobody waits for, while none of the object's calls is at the worker).
+        # See the module docstring. True when this method took the call (sent it in its
+        # turn, held it, or refused it); False when it goes the usual way (a oneway nobody
+        # waits for, when nothing is held).
         key = (route.guid, handle.index)
         on_done = self._reply_handler(conn, frame, frame.msg_type == spec.MSG_ONEWAY, label)
 
@@ -391,10 +461,11 @@ class ProcessRouter:
             try:
                 on_done(reply, error)
             finally:
-                self._next_turn(key, handle)
+                computed = reply is not None and reply.method in (COMPUTED, DELIVERED_COMPUTED)
+                self._next_turn(key, handle, answered=True, computed=computed)
 
         def go(later: bool = False) -> bool:
-            # Sends the call: True when the worker will answer it (the turn is taken). A
+            # Sends the call; False when it could not be sent (its caller has been told). A
             # oneway nobody waits for may be held for the next write (``later``).
             try:
                 if untracked:
@@ -409,30 +480,36 @@ class ProcessRouter:
                 else:
                     on_done(None, error)
                 return False
-            return not untracked
+            return True
 
         limit = self.daemon.config.PYRO_MAILBOX_SIZE
         refusal: BusyError | None = None
+        deadline = math.inf
         with self._turns_lock:
             turns = self._turns.get(key)
-            if turns is None or not turns.busy:
+            if turns is None or not turns.must_wait():
                 if untracked:
                     return False
-                turns = self._turns[key] = _Turns()
-                turns.busy = True
+                if turns is None:
+                    turns = self._turns[key] = _Turns(route.serial)
+                turns.at_worker += 1
                 held = False
             elif len(turns.held) + 1 >= limit:
                 refusal = BusyError(
                     f"mailbox of {route.type_name} {route.guid} is full: "
-                    f"{len(turns.held) + 1} calls queued or running (PYRO_MAILBOX_SIZE={limit})"
+                    f"{len(turns.held) + turns.at_worker} calls queued or running "
+                    f"(PYRO_MAILBOX_SIZE={limit})"
                 )
             else:
-                # Paused before it can be sent by the link reader: its answer resumes the
+                # Paused before it can be sent by another thread: its answer resumes the
                 # connection, which must not come first.
                 if not untracked:
                     self.daemon.pause(conn)
-                turns.held.append(go)
+                if not route.serial:
+                    deadline = time.monotonic() + self.daemon.config.PYRO_WORKER_LINGER
+                turns.held.append(_Held(go, not untracked, deadline))
                 handle.held_calls += 1
+                route.held_total += 1
                 held = True
         if refusal is not None:
             if untracked or frame.msg_type == spec.MSG_ONEWAY:  # no reply to carry the error
@@ -440,33 +517,74 @@ class ProcessRouter:
             else:
                 self.daemon.refuse(conn, frame.seq, refusal, close=False)
             return True
-        if not held:
-            self.daemon.pause(conn)
-            if not go():
-                self._next_turn(key, handle)
+        if held:
+            if not math.isinf(deadline):
+                self._timer.schedule(deadline)
+            return True
+        self.daemon.pause(conn)
+        if not go():
+            self._next_turn(key, handle, answered=True, computed=None)
         return True
 
-    def _next_turn(self, key: tuple[str, int], handle: WorkerHandle) -> None:
-        # The serial object's call at the worker was answered (or failed): send the held
-        # calls in order until one takes the turn (a oneway nobody waits for does not).
+    def _next_turn(self, key: tuple[str, int], handle: WorkerHandle, *, answered: bool,
+                   computed: bool | None) -> None:  # fmt: skip
+        # A call of the object at the worker was answered (or could not be sent): send the
+        # held calls in order while it is their turn.
         try:
             while True:
                 with self._turns_lock:
                     turns = self._turns.get(key)
                     if turns is None:
                         return
+                    if answered:  # (computed None: it was never sent, nothing learnt)
+                        turns.at_worker -= 1
+                        if computed is not None:
+                            turns.computing = computed
+                        answered, computed = False, None
                     if not turns.held:
-                        del self._turns[key]
+                        if turns.at_worker <= 0:
+                            del self._turns[key]
                         return
-                    go = turns.held.popleft()
+                    if turns.at_worker > 0 and (turns.serial or turns.computing):
+                        return  # still not their turn
+                    item = turns.held.popleft()
                     handle.held_calls -= 1
-                if go(True):  # oneways ahead of it go in the same write
-                    return
+                    if item.tracked:
+                        turns.at_worker += 1
+                if not item.go(True) and item.tracked:  # oneways ahead go in one write
+                    answered, computed = True, None  # never to be answered: count it out
         finally:
-            try:
-                handle.flush()  # the oneways released without a call after them
-            except WorkerDiedError as exc:
-                log.warning("oneway calls to worker %d were lost: %s", handle.index, exc)
+            self._flush_quietly(handle)
+
+    def _expire_turns(self, now: float) -> float | None:
+        # The timer: send the held ObjBase calls whose linger time is up (beside the running
+        # ones); the next deadline, if any.
+        due: list[tuple[tuple[str, int], _Held]] = []
+        following: float | None = None
+        with self._turns_lock:
+            for key, turns in self._turns.items():
+                while turns.held and turns.held[0].deadline <= now:
+                    item = turns.held.popleft()
+                    self.pool.worker(key[1]).held_calls -= 1
+                    if item.tracked:
+                        turns.at_worker += 1
+                    due.append((key, item))
+                if turns.held and not math.isinf(turns.held[0].deadline):
+                    following = min(following or math.inf, turns.held[0].deadline)
+        for key, item in due:
+            handle = self.pool.worker(key[1])
+            if not item.go(True) and item.tracked:
+                self._next_turn(key, handle, answered=True, computed=None)
+        for handle in {self.pool.worker(key[1]) for key, _ in due}:
+            self._flush_quietly(handle)
+        return following
+
+    @staticmethod
+    def _flush_quietly(handle: WorkerHandle) -> None:
+        try:
+            handle.flush()  # the oneways released without a call after them
+        except WorkerDiedError as exc:
+            log.warning("oneway calls to worker %d were lost: %s", handle.index, exc)
 
     def held_calls(self, guid: str, index: int) -> int:
         """Calls to a serial object that the parent holds for their turn at worker ``index``."""
@@ -507,7 +625,7 @@ class ProcessRouter:
             if error is not None or reply is None:
                 payload = serializer.dumps_exception(error or WorkerDiedError("no reply"), [])
                 daemon.reply_then(conn, spec.MSG_EXCEPTION, seq, payload, (), 0, resume)
-            elif reply.method == DELIVERED:
+            elif reply.method in (DELIVERED, DELIVERED_COMPUTED):
                 resume()  # the worker wrote the reply to the client's socket itself
             else:
                 daemon.reply_then(
@@ -611,6 +729,7 @@ class ProcessRouter:
                     "placement": r.placement,
                     "strategy": r.strategy,
                     "workers": list(r.workers),
+                    "held": r.held_total,
                 }
                 for guid, r in self.routes.items()
             },

@@ -38,10 +38,10 @@ import pyroact
 
 from . import _wirespec as spec
 from . import core, serializer
-from ._mailbox import Mailbox, Task, ThreadPool
+from ._mailbox import BUSY_CPU_SHARE, BUSY_MIN_SAMPLE, Mailbox, Task, ThreadPool
 from .errors import BusyError, DaemonError, ProtocolError, PyroError
 from .protocol import LocalStorage, current_call
-from .svr_procpool import DELIVERED
+from .svr_procpool import COMPUTED, DELIVERED, DELIVERED_COMPUTED
 from .transport import Channel, nonblocking_step, send_available, send_waiting
 from .wire import Frame, encode_frame
 
@@ -370,8 +370,13 @@ class WorkerDaemon:
         frame.method = method
         tls = self._tls.get(conn_id) or self._open_tls(conn_id, None, {})
 
+        lingering = entry.mailbox.linger > 0
+
         def run() -> None:
+            if lingering:
+                wall0, cpu0 = time.monotonic(), time.thread_time()
             outcome = core.execute_call(entry, frame, tls, pyroact.config)
+            computed = lingering and _computed(wall0, cpu0)
             if oneway:
                 if frame.seq:  # the parent waits for the end of this oneway call
                     self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
@@ -382,10 +387,18 @@ class WorkerDaemon:
                     msg_type, seq=int(client_seq), payload=payload, buffers=buffers, flags=flags
                 )
                 if self._reply_directly(conn_id, reply):
-                    self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq, method=DELIVERED))
+                    done = DELIVERED_COMPUTED if computed else DELIVERED
+                    self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq, method=done))
                     return
             self.send(
-                encode_frame(msg_type, seq=frame.seq, payload=payload, buffers=buffers, flags=flags)
+                encode_frame(
+                    msg_type,
+                    seq=frame.seq,
+                    method=COMPUTED if computed else "",
+                    payload=payload,
+                    buffers=buffers,
+                    flags=flags,
+                )
             )
 
         mailbox = entry.mailbox
@@ -520,6 +533,12 @@ class WorkerDaemon:
             "direct_replies": self.direct_replies,
             "objects": objects,
         }
+
+
+def _computed(wall0: float, cpu0: float) -> bool:
+    # Whether the call that started then was busy on the CPU (as the mailbox judges it).
+    wall = time.monotonic() - wall0
+    return wall >= BUSY_MIN_SAMPLE and time.thread_time() - cpu0 >= BUSY_CPU_SHARE * wall
 
 
 def _size(segments: Sequence[Any]) -> int:

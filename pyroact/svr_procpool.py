@@ -45,7 +45,15 @@ from .errors import DaemonError, PyroError, WorkerDiedError
 from .transport import Channel
 from .wire import Frame, encode_frame
 
-__all__ = ["DELIVERED", "PendingCall", "WorkerHandle", "WorkerPool", "describe_status"]
+__all__ = [
+    "COMPUTED",
+    "DELIVERED",
+    "DELIVERED_COMPUTED",
+    "PendingCall",
+    "WorkerHandle",
+    "WorkerPool",
+    "describe_status",
+]
 
 log = logging.getLogger("pyroact.system")
 
@@ -59,6 +67,10 @@ ReplyHandler = Callable[[Frame | None, BaseException | None], None]
 
 # The method of a worker's REPLY frame that says "answered on the client's socket itself".
 DELIVERED = "delivered"
+# The same, or on a reply the parent relays, for a call that was busy on the CPU throughout
+# (the parent holds the object's later calls while such calls run; see ProcessRouter).
+DELIVERED_COMPUTED = "delivered computed"
+COMPUTED = "computed"
 
 
 class PendingCall:

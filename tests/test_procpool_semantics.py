@@ -205,6 +205,55 @@ def test_lingering_works_with_any_linger_and_a_link_descriptor_above_1023(linger
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def test_calls_of_an_objbase_whose_calls_compute_wait_in_the_parent() -> None:
+    # Once the worker has answered a call that computed, the object's later calls wait in
+    # the parent while one of its calls is at the worker; calls that wait on I/O never do.
+    with config_values(PYRO_WORKER_LINGER=2.0), serving("process", workers=1) as d:
+        uri = d.connect(Worker)
+        proxies = [DynamicProxy(uri) for _ in range(2)]
+
+        def loop(proxy: DynamicProxy, method: str) -> list[Any]:
+            return [getattr(proxy, method)(0.05) for _ in range(6)]
+
+        try:
+            run_threads(*[functools.partial(loop, p, "sleep") for p in proxies])
+            assert d.getStats()["routes"][uri.objectID]["held"] == 0
+            spans = run_threads(*[functools.partial(loop, p, "timed_burn") for p in proxies])
+            assert d.getStats()["routes"][uri.objectID]["held"] > 0
+            ordered = sorted(span for client in spans for span in client)
+            pairs = zip(ordered, ordered[1:], strict=False)
+            overlaps = sum(1 for a, b in pairs if b[0] < a[1] - 0.005)
+            assert overlaps <= 2, ordered  # one after the other (but for the first round)
+        finally:
+            for p in proxies:
+                p._release()
+
+
+def test_a_held_objbase_call_goes_to_the_worker_when_its_linger_time_is_up(
+    tmp_path: Path,
+) -> None:
+    # B computes, then waits for something only C does; C is held in the parent behind it
+    # (the call before B computed). The parent's linger bound sends C anyway.
+    release = str(tmp_path / "release")
+    with config_values(PYRO_WORKER_LINGER=0.1), serving("process", workers=1) as d:
+        uri = d.connect(Worker)
+        proxies = [DynamicProxy(uri) for _ in range(3)]
+        try:
+            started = time.monotonic()
+            _, waited, _ = _staggered(
+                functools.partial(proxies[0].timed_burn, 0.3),
+                functools.partial(proxies[1].burn_then_wait, 0.05, release, 10.0),
+                functools.partial(proxies[2].touch, release),
+                gap=0.2,
+            )
+            assert waited is True
+            assert time.monotonic() - started < 5.0
+            assert d.getStats()["routes"][uri.objectID]["held"] == 1  # C waited in the parent
+        finally:
+            for p in proxies:
+                p._release()
+
+
 def test_objbase_calls_that_wait_still_run_side_by_side_in_a_worker() -> None:
     with serving("process", workers=1) as d:
         uri = d.connect(Worker)
