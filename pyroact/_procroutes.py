@@ -149,12 +149,15 @@ class _Holding(threading.local):
 class _Held:
     """A call held back for its turn: how to send it, and until when it may wait."""
 
-    __slots__ = ("deadline", "go", "tracked")
+    __slots__ = ("deadline", "go", "handle", "tracked")
 
-    def __init__(self, go: Callable[[bool], bool], tracked: bool, deadline: float) -> None:
+    def __init__(
+        self, go: Callable[[bool], bool], tracked: bool, deadline: float, handle: WorkerHandle
+    ) -> None:
         self.go = go
         self.tracked = tracked  # the worker will answer it
         self.deadline = deadline
+        self.handle = handle  # the worker it waits for (not a restarted one's handle)
 
 
 class _Turns:
@@ -181,9 +184,18 @@ class _TurnTimer:
         self._cond = threading.Condition()
         self._next = math.inf
         self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End the thread (held calls are answered or failed by the workers' shutdown)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
 
     def schedule(self, deadline: float) -> None:
         with self._cond:
+            if self._stopped:
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pyroact-turns", daemon=True)
                 self._thread.start()
@@ -194,8 +206,10 @@ class _TurnTimer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while (wait := self._next - time.monotonic()) > 0:
+                while not self._stopped and (wait := self._next - time.monotonic()) > 0:
                     self._cond.wait(None if math.isinf(wait) else wait)
+                if self._stopped:
+                    return
                 self._next = math.inf
             try:
                 following = self._expire(time.monotonic())
@@ -507,7 +521,7 @@ class ProcessRouter:
                     self.daemon.pause(conn)
                 if not route.serial:
                     deadline = time.monotonic() + self.daemon.config.PYRO_WORKER_LINGER
-                turns.held.append(_Held(go, not untracked, deadline))
+                turns.held.append(_Held(go, not untracked, deadline, handle))
                 handle.held_calls += 1
                 route.held_total += 1
                 held = True
@@ -565,17 +579,16 @@ class ProcessRouter:
             for key, turns in self._turns.items():
                 while turns.held and turns.held[0].deadline <= now:
                     item = turns.held.popleft()
-                    self.pool.worker(key[1]).held_calls -= 1
+                    item.handle.held_calls -= 1
                     if item.tracked:
                         turns.at_worker += 1
                     due.append((key, item))
                 if turns.held and not math.isinf(turns.held[0].deadline):
                     following = min(following or math.inf, turns.held[0].deadline)
         for key, item in due:
-            handle = self.pool.worker(key[1])
             if not item.go(True) and item.tracked:
-                self._next_turn(key, handle, answered=True, computed=None)
-        for handle in {self.pool.worker(key[1]) for key, _ in due}:
+                self._next_turn(key, item.handle, answered=True, computed=None)
+        for handle in {item.handle for _, item in due}:
             self._flush_quietly(handle)
         return following
 
@@ -745,4 +758,5 @@ class ProcessRouter:
                 stats = {"workers": self.pool.stats(), "objects": f"unavailable: {exc}"}
             log.info("process pool stats at shutdown: %s", stats)
         finally:
+            self._timer.stop()
             self.pool.stop(deadline)

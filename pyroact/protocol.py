@@ -85,6 +85,9 @@ __all__ = [
 
 log = logging.getLogger("pyroact.system")
 
+# At most this many late errors for earlier requests are dropped while a reply is awaited.
+STALE_REPLIES_DROPPED = 2
+
 # How long a client connection may sit idle before it is checked for EOF before reuse.
 _IDLE_CHECK_AFTER = 0.05
 
@@ -689,13 +692,7 @@ class PYROAdapter:
                 if oneway:
                     self._last_used = time.monotonic()
                     return None
-                if _mailbox.in_pool_thread():
-                    # Inside a server call this is a nested call: let the pool replace this
-                    # thread while it waits.
-                    with _mailbox.blocking():
-                        frame = sm.check(channel.recv_frame())
-                else:
-                    frame = sm.check(channel.recv_frame())
+                frame = self._receive_reply(channel, sm, seq)
             except BaseException:
                 # Interrupted mid-call (an error, a timeout, KeyboardInterrupt): the stream
                 # position is unknown, so the next call must start on a fresh connection.
@@ -706,6 +703,25 @@ class PYROAdapter:
             self.release()
             raise ProtocolError(f"reply for sequence id {frame.seq}, expected {seq}")
         return self._result_of(frame, object_id)
+
+    @staticmethod
+    def _receive_reply(channel: Channel, sm: connection_sm.Connection, seq: int) -> Frame:
+        # The reply to request ``seq``. A late error for an earlier request of this connection
+        # is dropped: a process-mode worker that dies right after answering a call directly
+        # can leave the daemon failing that call once more. Anything else out of sequence is
+        # returned, for the caller to refuse.
+        for _ in range(STALE_REPLIES_DROPPED + 1):
+            if _mailbox.in_pool_thread():
+                # Inside a server call this is a nested call: let the pool replace this
+                # thread while it waits.
+                with _mailbox.blocking():
+                    frame = sm.check(channel.recv_frame())
+            else:
+                frame = sm.check(channel.recv_frame())
+            if frame.seq == seq or frame.msg_type != spec.MSG_EXCEPTION:
+                return frame
+            log.info("dropped a late error for request %d (waiting for %d)", frame.seq, seq)
+        return frame
 
     def _take_grant(self, channel: Channel, sm: connection_sm.Connection) -> None:
         # The verdict on a connection whose first request went out before it (a denial

@@ -343,7 +343,7 @@ class WorkerPool:
         """
         self._closing = True
         for handle in self.workers:
-            while handle.pending and handle.alive and time.monotonic() < deadline:
+            while handle.load and handle.alive and time.monotonic() < deadline:
                 time.sleep(0.01)
 
     def stop(self, deadline: float) -> None:

@@ -22,7 +22,12 @@ from pyroact import _connection as connection_sm
 from pyroact import _wirespec as spec
 from pyroact import constants, serializer
 from pyroact.core import Daemon, DynamicProxy, PyroURI
-from pyroact.errors import ConnectionClosedError, ConnectionDeniedError, ProtocolError
+from pyroact.errors import (
+    ConnectionClosedError,
+    ConnectionDeniedError,
+    ProtocolError,
+    WorkerDiedError,
+)
 from pyroact.errors import TimeoutError as PyroTimeoutError
 from pyroact.protocol import DefaultConnValidator
 from pyroact.transport import Channel
@@ -412,6 +417,29 @@ def test_a_reply_right_behind_the_grant_is_read_under_the_granted_limit() -> Non
     proxy = DynamicProxy(server.uri())
     try:
         assert proxy.fetch() == big
+    finally:
+        proxy._release()
+        server.join()
+
+
+def test_a_late_error_for_an_answered_request_is_dropped() -> None:
+    # A process-mode worker that dies right after answering a call directly can leave the
+    # daemon failing that call once more: the client drops that error and gets its reply.
+    def script(channel: Channel, sm: connection_sm.Connection) -> None:
+        challenge(channel, sm)
+        first = channel.recv_frame()
+        channel.send(sm.build_granted(None))
+        reply(channel, sm, sm.check(first), 42)
+        later = sm.check(channel.recv_frame())
+        stale = serializer.dumps_exception(WorkerDiedError("worker 0 died"), [])
+        channel.send(encode_frame(spec.MSG_EXCEPTION, seq=first.seq, payload=stale))
+        reply(channel, sm, later, 43)
+
+    server = FakeServer(script)
+    proxy = DynamicProxy(server.uri())
+    try:
+        assert proxy.answer() == 42
+        assert proxy.again() == 43
     finally:
         proxy._release()
         server.join()
