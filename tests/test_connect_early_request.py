@@ -78,6 +78,17 @@ def challenge(channel: Channel, sm: connection_sm.Connection, *, ident: bool = F
     sm.handle_connect(channel.recv_frame())
 
 
+def answer_then_again(server: FakeServer) -> None:
+    """Call ``answer()`` (42) then ``again()`` (43) through ``server`` and wait for its end."""
+    proxy = DynamicProxy(server.uri())
+    try:
+        assert proxy.answer() == 42
+        assert proxy.again() == 43
+    finally:
+        proxy._release()
+        server.join()
+
+
 def nothing_arrives(channel: Channel) -> bool:
     channel.sock.settimeout(QUIET)
     try:
@@ -126,13 +137,7 @@ def test_the_first_request_arrives_before_the_grant() -> None:
         reply(channel, sm, later, 43)
 
     server = FakeServer(script)
-    proxy = DynamicProxy(server.uri())
-    try:
-        assert proxy.answer() == 42
-        assert proxy.again() == 43
-    finally:
-        proxy._release()
-        server.join()
+    answer_then_again(server)
     assert server.notes == {"early": (spec.MSG_REQUEST, "answer"), "later": "again"}
 
 
@@ -435,11 +440,4 @@ def test_a_late_error_for_an_answered_request_is_dropped() -> None:
         channel.send(encode_frame(spec.MSG_EXCEPTION, seq=first.seq, payload=stale))
         reply(channel, sm, later, 43)
 
-    server = FakeServer(script)
-    proxy = DynamicProxy(server.uri())
-    try:
-        assert proxy.answer() == 42
-        assert proxy.again() == 43
-    finally:
-        proxy._release()
-        server.join()
+    answer_then_again(FakeServer(script))
