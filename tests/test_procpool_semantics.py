@@ -6,6 +6,7 @@ own configuration or end the daemon start their own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -138,18 +139,28 @@ def _staggered(*calls: Any, gap: float = 0.03) -> list[Any]:
     return run_threads(*[functools.partial(later, i, fn) for i, fn in enumerate(calls)])
 
 
-def test_objbase_calls_busy_on_the_cpu_run_one_after_the_other_in_a_worker() -> None:
-    with config_values(PYRO_WORKER_LINGER=2.0), serving("process", workers=1) as d:
+@contextlib.contextmanager
+def worker_proxies(
+    count: int, linger: float | None = None
+) -> Iterator[tuple[Daemon, Any, list[Any]]]:
+    """A one-worker daemon with a pinned ``Worker`` and ``count`` proxies to it."""
+    settings = {} if linger is None else {"PYRO_WORKER_LINGER": linger}
+    with config_values(**settings), serving("process", workers=1) as d:
         uri = d.connect(Worker)
-        proxies = [DynamicProxy(uri) for _ in range(2)]
+        proxies = [DynamicProxy(uri) for _ in range(count)]
         try:
-            first, second = _staggered(*[functools.partial(p.timed_burn, 0.2) for p in proxies])
-            # The second waited for the first instead of taking turns with it for the GIL.
-            assert second[0] >= first[1] - 0.005, (first, second)
-            assert d.getStats()["workers"][0]["objects"][uri.objectID]["lingered"] >= 1
+            yield d, uri, proxies
         finally:
             for p in proxies:
                 p._release()
+
+
+def test_objbase_calls_busy_on_the_cpu_run_one_after_the_other_in_a_worker() -> None:
+    with worker_proxies(2, linger=2.0) as (d, uri, proxies):
+        first, second = _staggered(*[functools.partial(p.timed_burn, 0.2) for p in proxies])
+        # The second waited for the first instead of taking turns with it for the GIL.
+        assert second[0] >= first[1] - 0.005, (first, second)
+        assert d.getStats()["workers"][0]["objects"][uri.objectID]["lingered"] >= 1
 
 
 def test_a_lingering_call_starts_beside_a_busy_call_that_then_waits_for_it(
@@ -158,20 +169,14 @@ def test_a_lingering_call_starts_beside_a_busy_call_that_then_waits_for_it(
     # The first call computes, then waits for something only the second call does: the
     # linger bound (not the first call's end) starts the second, so neither is stuck.
     release = str(tmp_path / "release")
-    with config_values(PYRO_WORKER_LINGER=0.1), serving("process", workers=1) as d:
-        uri = d.connect(Worker)
-        proxies = [DynamicProxy(uri) for _ in range(2)]
-        try:
-            started = time.monotonic()
-            waited, _ = _staggered(
-                functools.partial(proxies[0].burn_then_wait, 0.1, release, 10.0),
-                functools.partial(proxies[1].touch, release),
-            )
-            assert waited is True
-            assert time.monotonic() - started < 5.0
-        finally:
-            for p in proxies:
-                p._release()
+    with worker_proxies(2, linger=0.1) as (d, uri, proxies):
+        started = time.monotonic()
+        waited, _ = _staggered(
+            functools.partial(proxies[0].burn_then_wait, 0.1, release, 10.0),
+            functools.partial(proxies[1].touch, release),
+        )
+        assert waited is True
+        assert time.monotonic() - started < 5.0
 
 
 @pytest.mark.parametrize("linger", [0.2, float("inf")])
@@ -186,18 +191,10 @@ def test_lingering_works_with_any_linger_and_a_link_descriptor_above_1023(linger
     null = os.open(os.devnull, os.O_RDONLY)
     held = [os.dup(null) for _ in range(1030)]
     try:
-        with config_values(PYRO_WORKER_LINGER=linger), serving("process", workers=1) as d:
-            uri = d.connect(Worker)
-            proxies = [DynamicProxy(uri) for _ in range(2)]
-            try:
-                first, second = _staggered(
-                    *[functools.partial(p.timed_burn, 0.15) for p in proxies]
-                )
-                assert isinstance(first, tuple) and isinstance(second, tuple), (first, second)
-                assert d.getStats()["workers"][0]["restarts"] == 0
-            finally:
-                for p in proxies:
-                    p._release()
+        with worker_proxies(2, linger=linger) as (d, uri, proxies):
+            first, second = _staggered(*[functools.partial(p.timed_burn, 0.15) for p in proxies])
+            assert isinstance(first, tuple) and isinstance(second, tuple), (first, second)
+            assert d.getStats()["workers"][0]["restarts"] == 0
     finally:
         for fd in held:
             os.close(fd)
@@ -235,38 +232,26 @@ def test_a_held_objbase_call_goes_to_the_worker_when_its_linger_time_is_up(
     # B computes, then waits for something only C does; C is held in the parent behind it
     # (the call before B computed). The parent's linger bound sends C anyway.
     release = str(tmp_path / "release")
-    with config_values(PYRO_WORKER_LINGER=0.1), serving("process", workers=1) as d:
-        uri = d.connect(Worker)
-        proxies = [DynamicProxy(uri) for _ in range(3)]
-        try:
-            started = time.monotonic()
-            _, waited, _ = _staggered(
-                functools.partial(proxies[0].timed_burn, 0.3),
-                functools.partial(proxies[1].burn_then_wait, 0.05, release, 10.0),
-                functools.partial(proxies[2].touch, release),
-                gap=0.2,
-            )
-            assert waited is True
-            assert time.monotonic() - started < 5.0
-            assert d.getStats()["routes"][uri.objectID]["held"] == 1  # C waited in the parent
-        finally:
-            for p in proxies:
-                p._release()
+    with worker_proxies(3, linger=0.1) as (d, uri, proxies):
+        started = time.monotonic()
+        _, waited, _ = _staggered(
+            functools.partial(proxies[0].timed_burn, 0.3),
+            functools.partial(proxies[1].burn_then_wait, 0.05, release, 10.0),
+            functools.partial(proxies[2].touch, release),
+            gap=0.2,
+        )
+        assert waited is True
+        assert time.monotonic() - started < 5.0
+        assert d.getStats()["routes"][uri.objectID]["held"] == 1  # C waited in the parent
 
 
 def test_objbase_calls_that_wait_still_run_side_by_side_in_a_worker() -> None:
-    with serving("process", workers=1) as d:
-        uri = d.connect(Worker)
-        proxies = [DynamicProxy(uri) for _ in range(3)]
-        try:
-            started = time.monotonic()
-            run_threads(*[functools.partial(p.sleep, 0.5) for p in proxies])
-            # Side by side: well under 2 × 0.5 s (calls arriving together may each wait a
-            # look or two, BUSY_RECHECK apart, never their whole linger time one by one).
-            assert time.monotonic() - started < 0.95
-        finally:
-            for p in proxies:
-                p._release()
+    with worker_proxies(3) as (d, uri, proxies):
+        started = time.monotonic()
+        run_threads(*[functools.partial(p.sleep, 0.5) for p in proxies])
+        # Side by side: well under 2 × 0.5 s (calls arriving together may each wait a
+        # look or two, BUSY_RECHECK apart, never their whole linger time one by one).
+        assert time.monotonic() - started < 0.95
 
 
 # -- parallel execution across workers ----------------------------------------------------------
