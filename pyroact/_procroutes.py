@@ -146,6 +146,18 @@ class _Holding(threading.local):
         self.held = set()
 
 
+class _Silent:
+    """A connection's call that its worker answers without a notice (until it is settled)."""
+
+    __slots__ = ("asked", "call_id", "done", "handle")
+
+    def __init__(self, handle: WorkerHandle) -> None:
+        self.handle = handle
+        self.call_id: int | None = None
+        self.done = False
+        self.asked = False  # a notice of its answer was asked for
+
+
 class _Held:
     """A call held back for its turn: how to send it, and until when it may wait."""
 
@@ -249,6 +261,7 @@ class ProcessRouter:
             worker_args={"host": str(daemon.hostname), "port": str(daemon.port)},
             on_notify=self._on_notify,
             on_restart=self._on_restart,
+            watcher=daemon.server,
         )
 
     def start(self) -> None:
@@ -422,15 +435,25 @@ class ProcessRouter:
             if not oneway:
                 daemon.refuse(conn, frame.seq, exc, close=False)
             return
+        silent = (
+            frame.msg_type == spec.MSG_REQUEST
+            and handle.board is not None
+            and conn.socket_shared
+            and not daemon.config.PYRO_WORKER_NOTICES
+            and self._may_answer_directly(conn)
+        )
         send = functools.partial(
             handle.send_call,
             frame.msg_type,
             object_id=frame.object_id,
-            method=f"{key}:{frame.seq}:{frame.method}",
+            method=f"{key}:{'s' if silent else ''}{frame.seq}:{frame.method}",
             payload=frame.payload,
             buffers=frame.buffers,
             flags=frame.flags,
         )
+        if silent:
+            self._send_silently(conn, frame, handle, send, label)
+            return
         untracked = oneway and daemon.config.PYRO_ONEWAY_THREADED
         takes_turns = route.serial or daemon.config.PYRO_WORKER_LINGER > 0
         if takes_turns and self._wait_for_turn(conn, frame, route, handle, send, label, untracked):
@@ -455,13 +478,87 @@ class ProcessRouter:
         except WorkerDiedError as exc:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
 
+    def _send_silently(
+        self, conn: Any, frame: Frame, handle: WorkerHandle, send: Callable[..., int], label: str
+    ) -> None:
+        # The worker answers on the client's socket and marks the call on its board; the
+        # connection is not paused, and its next frame settles the call first (settle()).
+        ticket = _Silent(handle)
+        relay = self._reply_handler(conn, frame, False, label)
+
+        def on_done(reply: Frame | None, error: BaseException | None) -> None:
+            ticket.done = True
+            if conn.silent_call is ticket:
+                conn.silent_call = None
+            if reply is not None or error is not None:
+                # Its error, the notice settle() asked for, or a reply the worker could not
+                # write itself: these resume the connection when they are through.
+                relay(reply, error)
+                return
+            conn.last_activity = time.monotonic()
+            if conn.paused:
+                self.daemon.resume(conn)
+
+        conn.silent_call = ticket
+        try:
+            ticket.call_id = send(pending=PendingCall(label, on_done, silent=True))
+        except WorkerDiedError as exc:
+            on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
+
+    def settle(self, conn: Any) -> bool:
+        """Whether the connection's silent call is answered, so that its next frame may go on.
+
+        When it is not, the connection is paused and the worker asked for a notice of the
+        answer (a client sends its next call only after the reply, so this happens only
+        with clients that do not wait for their replies, or a reply still on its way).
+        """
+        ticket: _Silent | None = conn.silent_call
+        if ticket is None or ticket.done:
+            conn.silent_call = None
+            return True
+        handle = ticket.handle
+        if ticket.call_id is not None:
+            call = handle.settle(ticket.call_id)
+            if call is not None:
+                call.on_done(None, None)
+                return True
+        self.daemon.pause(conn)
+        if ticket.done:  # answered meanwhile, on another thread
+            conn.paused = False
+            conn.silent_call = None
+            return True
+        if ticket.call_id is not None and not ticket.asked and handle.alive:
+            ticket.asked = True
+            try:
+                handle.send_call(
+                    spec.MSG_ONEWAY,
+                    object_id="",
+                    method="notify",
+                    payload=pickle.dumps((ticket.call_id,), 5),
+                    buffers=(),
+                    flags=0,
+                    pending=None,
+                )
+            except WorkerDiedError:
+                pass  # its death fails or settles the call, which resumes the connection
+        return False
+
+    def settle_answered(self) -> None:
+        """Settle every silent call the workers marked as answered (called periodically)."""
+        for handle in self.pool.workers:
+            for call in handle.settle_marked():
+                try:
+                    call.on_done(None, None)
+                except Exception:
+                    log.exception("error settling a call of worker %d", handle.index)
+
     def _wait_for_turn(
         self,
         conn: Any,
         frame: Frame,
         route: Route,
         handle: WorkerHandle,
-        send: Callable[..., None],
+        send: Callable[..., int],
         label: str,
         untracked: bool,
     ) -> bool:

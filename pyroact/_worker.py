@@ -38,6 +38,7 @@ import pyroact
 
 from . import _wirespec as spec
 from . import core, serializer
+from ._board import CompletionBoard
 from ._mailbox import BUSY_CPU_SHARE, BUSY_MIN_SAMPLE, Mailbox, Task, ThreadPool
 from .errors import BusyError, DaemonError, ProtocolError, PyroError
 from .protocol import LocalStorage, current_call
@@ -76,6 +77,7 @@ class WorkerDaemon:
     Args:
         link: the channel to the parent.
         fd_channel: the socket the parent passes client sockets on (None: none passed).
+        board: where this worker marks the silent calls it answered (None: no board).
         host: the published host of the parent daemon (for URIs).
         port: the parent daemon's port.
         index: this worker's index.
@@ -90,6 +92,7 @@ class WorkerDaemon:
         link: Channel,
         *,
         fd_channel: socket.socket | None = None,
+        board: CompletionBoard | None = None,
         host: str,
         port: int,
         index: int,
@@ -98,6 +101,9 @@ class WorkerDaemon:
     ) -> None:
         self.link = link
         self.fd_channel = fd_channel
+        self.board = board
+        # Silent calls whose answer the parent wants a notice of after all (under _lock).
+        self._notify: set[int] = set()
         # Client sockets the parent passed, by connection key: replies go straight to them.
         self._direct: dict[str, socket.socket] = {}
         self.direct_replies = 0
@@ -356,6 +362,9 @@ class WorkerDaemon:
         # Puts the call in its object's mailbox (in arrival order) and returns what runs it
         # now, if anything: the reader decides which thread that is.
         conn_id, client_seq, method = frame.method.split(":", 2)
+        # "s<seq>": answer on the client's socket and mark the board, with no notice.
+        silent = client_seq.startswith("s") and self.board is not None
+        client_seq = client_seq.lstrip("s")
         entry = self.objects.get(frame.object_id)
         oneway = frame.msg_type == spec.MSG_ONEWAY
         if entry is None:
@@ -386,6 +395,9 @@ class WorkerDaemon:
                 reply = encode_frame(
                     msg_type, seq=int(client_seq), payload=payload, buffers=buffers, flags=flags
                 )
+                if silent:
+                    self._reply_silently(frame.seq, conn_id, reply)
+                    return
                 if self._reply_directly(conn_id, reply):
                     done = DELIVERED_COMPUTED if computed else DELIVERED
                     self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq, method=done))
@@ -441,9 +453,31 @@ class WorkerDaemon:
             return
         self._direct[conn_id] = socket.socket(fileno=fds[0])
 
-    def _reply_directly(self, conn_id: str, segments: list[Any]) -> bool:
-        # The whole reply on the client's socket, or (when it takes nothing now) False: the
-        # parent then writes it. Once part is written the rest must follow here.
+    def _reply_silently(self, call_id: int, conn_id: str, segments: list[Any]) -> None:
+        # Marked before the reply is written, so the parent sees the mark by the time the
+        # client's next frame reaches it; a notice only if the parent asked for one.
+        assert self.board is not None
+        with self._lock:
+            self.board.mark(call_id)
+            notify = call_id in self._notify
+            self._notify.discard(call_id)
+        self._reply_directly(conn_id, segments, whole=True)
+        if notify:
+            self.send(encode_frame(spec.MSG_REPLY, seq=call_id, method=DELIVERED))
+
+    def _notify_when_answered(self, call_id: int) -> None:
+        # The parent has a frame of the connection to act on while the call seems unanswered.
+        with self._lock:
+            answered = self.board is not None and self.board.is_marked(call_id)
+            if not answered:
+                self._notify.add(call_id)
+        if answered:
+            self._send_later(encode_frame(spec.MSG_REPLY, seq=call_id, method=DELIVERED))
+
+    def _reply_directly(self, conn_id: str, segments: list[Any], *, whole: bool = False) -> bool:
+        # The whole reply on the client's socket, or (when it takes nothing now, and not
+        # ``whole``) False: the parent then writes it. Once part is written the rest must
+        # follow here.
         sock = self._direct.get(conn_id)
         if sock is None:
             return False
@@ -453,7 +487,7 @@ class WorkerDaemon:
         self.direct_replies += 1
         try:
             pending = send_available(step, list(segments))
-            if pending and _size(pending) == size:
+            if pending and _size(pending) == size and not whole:
                 self.direct_replies -= 1
                 return False
             if pending:
@@ -473,6 +507,8 @@ class WorkerDaemon:
                     done = self._acks.pop(args[0], None)
                 if done is not None:
                     done.set()
+            elif name == "notify":
+                self._notify_when_answered(args[0])
             elif name == "conn_close":
                 self._tls.pop(args[0], None)
                 sock = self._direct.pop(args[0], None)
@@ -557,6 +593,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pyroact._worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--fd-channel", type=int)
+    parser.add_argument("--board-fd", type=int)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--name", required=True)
@@ -577,9 +614,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if opts.fd_channel is not None:
         fd_channel = socket.socket(fileno=opts.fd_channel)
         fd_channel.settimeout(5.0)  # the descriptor is sent before the introduction
+    board = None
+    if opts.board_fd is not None:
+        board = CompletionBoard(opts.board_fd)
+        os.close(opts.board_fd)  # the board keeps a descriptor of its own
     daemon = WorkerDaemon(
         Channel(sock),
         fd_channel=fd_channel,
+        board=board,
         host=opts.host,
         port=opts.port,
         index=opts.index,

@@ -343,6 +343,10 @@ CONFIG_ITEMS: Final[tuple[ConfigItem, ...]] = (
                "process mode: seconds a call to an ObjBase waits for a call of the same "
                "object that is busy on the CPU before running beside it (0 = never waits)",
                minimum=0),
+    ConfigItem("PYRO_WORKER_NOTICES", bool, False,
+               "process mode: a worker that answers a call on the client's socket also sends "
+               "the daemon a notice (true), instead of marking it in shared memory (false); "
+               "with notices the daemon holds an object's later calls for their turn"),
     ConfigItem("PYRO_ONEWAY_THREADED", bool, True,
                "run oneway calls without blocking the caller's connection"),
     # -- event service
@@ -500,6 +504,7 @@ class Config:
     PYRO_THREADPOOL_SIZE: int
     PYRO_MAILBOX_SIZE: int
     PYRO_WORKER_LINGER: float
+    PYRO_WORKER_NOTICES: bool
     PYRO_ONEWAY_THREADED: bool
     PYRO_ES_QUEUESIZE: int
     PYRO_ES_BLOCKQUEUE: bool

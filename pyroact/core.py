@@ -1403,7 +1403,10 @@ class Daemon(TCPServer, ObjBase):
         reap_transients(self.implementations, self._lock, age)
 
     def expire_connections(self, now: float) -> None:
-        """Also runs the transient reaper (at a fifth of the reap age)."""
+        """Also settles answered silent worker calls and runs the transient reaper."""
+        router = self._router
+        if router is not None:
+            router.settle_answered()
         TCPServer.expire_connections(self, now)
         if self._reap_age is not None and now >= self._next_reap:
             self._next_reap = now + max(self._reap_age / 5, 0.05)
@@ -1421,6 +1424,13 @@ class Daemon(TCPServer, ObjBase):
             exc: the exception (already sent back to the caller).
         """
         user_log.warning("exception in callback: %r", exc)
+
+    def settle(self, conn: TCPConnection) -> bool:
+        """Let a connection's next frame go on once its silent worker call is answered."""
+        router = self._router
+        if router is None:
+            return TCPServer.settle(self, conn)
+        return router.settle(conn)
 
     def frames_done(self) -> None:
         """After a batch of a connection's frames: send the frames held for workers."""

@@ -181,6 +181,9 @@ class TCPConnection:
         self.tls_handshaking = False
         self.peercert: dict[str, Any] | None = None
         self.socket_shared = False  # a process-mode worker answers on this socket too
+        # (worker handle, call id) of a process-mode call answered on this socket without a
+        # notice, until the daemon has seen it answered (see ProcessRouter.settle).
+        self.silent_call: Any = None
 
     @property
     def connected(self) -> bool:
@@ -233,6 +236,7 @@ CONNECTION_FIELDS = frozenset(
         "backlog",
         "forwarded_to",
         "worker_key",
+        "silent_call",
         "processing",
         "tls_handshaking",
         "socket_shared",
@@ -1146,8 +1150,19 @@ class TCPServer:
     def frames_done(self) -> None:
         """Called after each batch of a connection's frames (the process mode sends held frames)."""
 
+    def settle(self, conn: TCPConnection) -> bool:
+        """Tell whether the connection's next frame may go on (the process mode overrides).
+
+        Called before each frame of a connection with a ``silent_call``; when it returns False
+        the connection is paused and resumed once that call is answered.
+        """
+        conn.silent_call = None
+        return True
+
     def _process_backlog(self, conn: TCPConnection) -> None:
         while conn.backlog and not conn.paused and conn.connected:
+            if conn.silent_call is not None and not self.settle(conn):
+                return
             frame = conn.backlog.popleft()
             try:
                 if conn.sm.state == connection_sm.WAIT_CONNECT:
@@ -1210,6 +1225,7 @@ class TCPServer:
             elif (
                 self.timeout is not None
                 and not conn.paused
+                and conn.silent_call is None
                 and now - conn.last_activity > self.timeout
             ):
                 self.drop_connection(conn)

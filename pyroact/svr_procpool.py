@@ -16,6 +16,11 @@ frames as the network:
 * worker → parent: ``REPLY``/``EXCEPTION`` with the call id, and ``ONEWAY`` notifications
   (object id ``""``) such as an object the worker connected by itself.
 
+The parent reads every link on the daemon's I/O thread (the one that reads the clients'
+sockets), so handling a reply never waits for the GIL held by another thread of the parent and
+a worker's answer and a client's next call are often read in one wake-up. Nothing that runs
+there blocks; a worker's death is dealt with on a thread of its own.
+
 A worker shares its parent's fate: it exits when its link reaches EOF, which also happens when
 the parent is killed with ``kill -9``. When a worker dies, every call it had (running or queued
 in a mailbox) fails at once with :class:`~pyroact.errors.WorkerDiedError` naming the call and
@@ -28,6 +33,7 @@ calls to its pinned objects fail with "not running". Calls are never retried.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import pickle
@@ -38,11 +44,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from . import _wirespec as spec
+from ._board import CompletionBoard, boards_supported
 from .errors import DaemonError, PyroError, WorkerDiedError
-from .transport import Channel
+from .transport import ServerChannel
 from .wire import Frame, encode_frame
 
 __all__ = [
@@ -65,6 +72,20 @@ CONTROL_TIMEOUT = 60.0
 
 ReplyHandler = Callable[[Frame | None, BaseException | None], None]
 
+
+class LinkWatcher(Protocol):
+    """What reads the links: the daemon's I/O thread (``svr_threads.ThreadedServer``)."""
+
+    def add_reader(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Call ``on_readable()`` on the I/O thread whenever ``fd`` is readable; owns ``fd``."""
+
+    def remove_reader(self, fd: int) -> None:
+        """Stop watching ``fd`` and close it; idempotent."""
+
+    def on_io_thread(self) -> bool:
+        """Tell whether the calling thread is the one that runs the ``on_readable`` calls."""
+
+
 # The method of a worker's REPLY frame that says "answered on the client's socket itself".
 DELIVERED = "delivered"
 # The same, or on a reply the parent relays, for a call that was busy on the CPU throughout
@@ -79,14 +100,19 @@ class PendingCall:
     Args:
         label: what to name in an error (``"Class.method of object <id>"``).
         on_done: called once as ``on_done(frame, None)`` with the reply, or
-            ``on_done(None, error)`` when the worker died.
+            ``on_done(None, error)`` when the worker died, or (a ``silent`` call that the
+            worker answered on the client's socket and marked on its board)
+            ``on_done(None, None)``.
+        silent: the worker answers it on the client's socket without a notice on the link
+            (unless the parent asks for one), marking it on its board instead.
     """
 
-    __slots__ = ("label", "on_done")
+    __slots__ = ("label", "on_done", "silent")
 
-    def __init__(self, label: str, on_done: ReplyHandler) -> None:
+    def __init__(self, label: str, on_done: ReplyHandler, *, silent: bool = False) -> None:
         self.label = label
         self.on_done = on_done
+        self.silent = silent
 
 
 class WorkerHandle:
@@ -96,8 +122,9 @@ class WorkerHandle:
         self,
         index: int,
         process: subprocess.Popen[bytes],
-        channel: Channel,
+        channel: ServerChannel,
         fd_channel: socket.socket,
+        board: CompletionBoard | None = None,
     ) -> None:
         self.index = index
         self.process = process
@@ -105,8 +132,14 @@ class WorkerHandle:
         # Passes client sockets to the worker (SCM_RIGHTS), one message per socket.
         self.fd_channel = fd_channel
         self.pid = process.pid
+        # The duplicate of the link's descriptor that the I/O thread watches (None once it
+        # stopped): closed only when unwatched, so its number is never reused while watched.
+        self.watch_fd: int | None = None
         self.pending: dict[int, PendingCall] = {}
-        self.lock = threading.Lock()  # pending calls, call ids, alive
+        self.lock = threading.Lock()  # pending calls, call ids, alive, settled
+        # Where the worker marks the silent calls it answered (None: it sends notices).
+        self.board = board
+        self.settled = 0  # silent calls marked on the board and no longer pending here
         self.send_lock = threading.Lock()  # writes to the link, and the held frames
         self.next_id = 1
         self.alive = True
@@ -125,7 +158,44 @@ class WorkerHandle:
     @property
     def load(self) -> int:
         """Calls routed here and not answered (sent, or held in the parent for their turn)."""
-        return len(self.pending) + self.held_calls
+        load = len(self.pending) + self.held_calls
+        if self.board is not None:
+            load -= self.board.marked - self.settled  # answered, not settled here yet
+        return load
+
+    def settle(self, call_id: int) -> PendingCall | None:
+        """Take a silent call off the pending ones if the worker marked it as answered.
+
+        Returns:
+            The call, or None when it is not marked (or no longer pending).
+        """
+        board = self.board
+        with self.lock:
+            call = self.pending.get(call_id)
+            if call is None or board is None or not board.is_marked(call_id):
+                return None
+            del self.pending[call_id]
+            self.settled += 1
+        return call
+
+    def settle_marked(self) -> list[PendingCall]:
+        """Take every silent call the worker marked as answered off the pending ones."""
+        board = self.board
+        if board is None or board.marked == self.settled:
+            return []
+        with self.lock:
+            done = [cid for cid, c in self.pending.items() if c.silent and board.is_marked(cid)]
+            self.settled += len(done)
+            return [self.pending.pop(cid) for cid in done]
+
+    def pop_pending(self, call_id: int) -> PendingCall | None:
+        """Take a call off the pending ones (its answer arrived, or it can never arrive)."""
+        with self.lock:
+            call = self.pending.pop(call_id, None)
+            if call is not None and call.silent and self.board is not None:
+                if self.board.is_marked(call_id):
+                    self.settled += 1  # a notice the parent asked for
+        return call
 
     def send_call(
         self,
@@ -138,12 +208,15 @@ class WorkerHandle:
         flags: int,
         pending: PendingCall | None,
         later: bool = False,
-    ) -> None:
+    ) -> int:
         """Send one frame to the worker, recording ``pending`` under a fresh call id.
 
         Without ``pending`` the frame goes with call id 0: the worker sends no answer to it.
         With ``later`` the frame is held until the next frame sent without it, or
         :meth:`flush`; whoever passes ``later`` must make sure one of those follows.
+
+        Returns:
+            The call id.
 
         Raises:
             WorkerDiedError: the worker is gone.
@@ -171,7 +244,7 @@ class WorkerHandle:
         with self.send_lock:
             if later:
                 self._held.extend(segments)
-                return
+                return call_id
             if self._held:
                 segments = [*self._held, *segments]
                 self._held.clear()
@@ -180,11 +253,11 @@ class WorkerHandle:
             except PyroError as exc:
                 failed = WorkerDiedError(f"worker {self.index} link failed: {exc}")
             else:
-                return
+                return call_id
         if pending is not None:
             with self.lock:
                 if self.pending.pop(call_id, None) is None:
-                    return  # the worker's death has failed this call already
+                    return call_id  # the worker's death has failed this call already
         raise failed from None
 
     def send_socket(self, key: str, fd: int) -> None:
@@ -235,10 +308,11 @@ class WorkerPool:
         name: the daemon's name (for process titles).
         worker_args: extra ``--key value`` arguments for every worker.
         on_notify: called as ``on_notify(worker_index, name, args)`` for a worker's
-            notification (in the worker's reader thread).
+            notification (on the I/O thread: it must not block).
         on_restart: called as ``on_restart(worker_index, handle)`` when a restarted worker is
             ready, before calls are routed to it: it gets the worker's configuration and
             objects back (with ``control(..., handle=handle)``).
+        watcher: reads the links (the daemon's I/O thread).
 
     Raises:
         ValueError: ``count`` is below 1.
@@ -252,6 +326,7 @@ class WorkerPool:
         worker_args: dict[str, str],
         on_notify: Callable[[int, str, Any], None],
         on_restart: Callable[[int, WorkerHandle], None],
+        watcher: LinkWatcher,
     ) -> None:
         if count < 1:
             raise ValueError(f"a process pool needs at least 1 worker, not {count}")
@@ -260,6 +335,7 @@ class WorkerPool:
         self._worker_args = worker_args
         self._on_notify = on_notify
         self._on_restart = on_restart
+        self._watcher = watcher
         self.workers: list[WorkerHandle] = []
         self._restarts: list[collections.deque[float]] = [collections.deque() for _ in range(count)]
         self.restart_counts = [0] * count
@@ -282,6 +358,7 @@ class WorkerPool:
     def _spawn(self, index: int) -> WorkerHandle:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_fds, child_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        board = CompletionBoard.create() if boards_supported() else None
         args = [
             sys.executable,
             "-m",
@@ -297,6 +374,10 @@ class WorkerPool:
             "--name",
             self.name,
         ]
+        passed = [child_sock.fileno(), child_fds.fileno()]
+        if board is not None:
+            args += ["--board-fd", str(board.fd)]
+            passed.append(board.fd)
         for key, value in self._worker_args.items():
             args += [f"--{key}", value]
         # Like multiprocessing's spawn: the worker sees the parent's import path, so classes
@@ -306,17 +387,20 @@ class WorkerPool:
         try:
             process = subprocess.Popen(
                 args,
-                pass_fds=(child_sock.fileno(), child_fds.fileno()),
+                pass_fds=passed,
                 close_fds=True,
                 env=env,
             )
+        except BaseException:
+            if board is not None:
+                board.close()
+            raise
         finally:
             child_sock.close()
             child_fds.close()
-        handle = WorkerHandle(index, process, Channel(parent_sock), parent_fds)
-        threading.Thread(
-            target=self._read_link, args=(handle,), name=f"pyroact-link-{index}", daemon=True
-        ).start()
+        handle = WorkerHandle(index, process, ServerChannel(parent_sock), parent_fds, board)
+        handle.watch_fd = os.dup(parent_sock.fileno())
+        self._watcher.add_reader(handle.watch_fd, functools.partial(self._link_readable, handle))
         return handle
 
     def _wait_ready(self, handle: WorkerHandle) -> None:
@@ -362,8 +446,11 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 handle.process.kill()
                 handle.process.wait(5.0)
+            self._unwatch(handle)
             handle.channel.close()
             handle.fd_channel.close()
+            if handle.board is not None:
+                handle.board.close()
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -426,6 +513,9 @@ class WorkerPool:
         """
         from . import serializer
 
+        if self._watcher.on_io_thread():
+            # The answer is read on this very thread: waiting for it here would hang.
+            raise DaemonError(f"control {name!r} cannot wait on the thread that reads the links")
         done = threading.Event()
         outcome: list[Any] = []
 
@@ -455,24 +545,37 @@ class WorkerPool:
 
     # -- the link reader -----------------------------------------------------------------------
 
-    def _read_link(self, handle: WorkerHandle) -> None:
-        channel = handle.channel
-        while True:
-            try:
-                frame = channel.recv_frame()
-            except PyroError:
-                break
+    def _link_readable(self, handle: WorkerHandle) -> None:
+        # On the I/O thread: act on the frames that arrived; at EOF (or a broken stream) the
+        # worker is gone, and its death is handled on a thread of its own (it waits for the
+        # process and may start a new one).
+        try:
+            frames = handle.channel.receive_available()
+        except PyroError:
+            self._unwatch(handle)
+            threading.Thread(
+                target=self._worker_died,
+                args=(handle,),
+                name=f"pyroact-worker-{handle.index}-ended",
+                daemon=True,
+            ).start()
+            return
+        for frame in frames:
             if frame.object_id == "" and frame.msg_type == spec.MSG_ONEWAY:
                 self._notification(handle, frame)
                 continue
-            with handle.lock:
-                pending = handle.pending.pop(frame.seq, None)
+            pending = handle.pop_pending(frame.seq)
             if pending is not None:
                 try:
                     pending.on_done(frame, None)
                 except Exception:
                     log.exception("error forwarding a reply from worker %d", handle.index)
-        self._worker_died(handle)
+
+    def _unwatch(self, handle: WorkerHandle) -> None:
+        with handle.lock:
+            fd, handle.watch_fd = handle.watch_fd, None
+        if fd is not None:
+            self._watcher.remove_reader(fd)
 
     def _notification(self, handle: WorkerHandle, frame: Frame) -> None:
         args = pickle.loads(frame.payload)
@@ -516,12 +619,18 @@ class WorkerPool:
             log.error("worker %d (pid %d) died with %s", handle.index, handle.pid, described)
             reason = f"worker {handle.index} (pid {handle.pid}) died with {described}"
         handle.death = reason
-        for call in pending.values():
-            error = WorkerDiedError(f"{reason} during {call.label}")
+        board = handle.board
+        for call_id, call in pending.items():
+            # A silent call marked on the board was answered before the worker died (the
+            # mark comes just before the reply is written: a kill in between is not told).
+            answered = call.silent and board is not None and board.is_marked(call_id)
+            error = None if answered else WorkerDiedError(f"{reason} during {call.label}")
             try:
                 call.on_done(None, error)
             except Exception:
                 log.exception("error failing a call of dead worker %d", handle.index)
+        if board is not None:
+            board.close()
         if not self._closing:
             self._restart(handle.index)
 

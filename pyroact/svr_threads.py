@@ -12,11 +12,17 @@ connection is parked for free while its call runs, and the thread that ends the 
 with the connection's queued frames and re-arms it itself: no wake-up of the I/O thread and no
 re-registration per call. Elsewhere the I/O thread makes every change to its selector itself,
 from a command queue that other threads fill and wake it for.
+
+The process mode's parent also reads its worker links on this thread (:meth:`add_reader`):
+a reply, a held call's turn and the next client frame are then handled in one thread and often
+in one wake-up, and no link thread contends with the I/O thread for the GIL.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import select
 import selectors
 import socket
@@ -33,6 +39,15 @@ __all__ = ["ThreadedServer"]
 # How often the I/O thread checks handshake deadlines and idle timeouts.
 _EXPIRY_INTERVAL = 0.25
 _ONESHOT_READ = getattr(select, "EPOLLIN", 1) | getattr(select, "EPOLLONESHOT", 0)
+
+
+class _Reader:
+    """The selector data of a descriptor read for someone else (not a connection)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
 
 
 class ThreadedServer:
@@ -59,6 +74,8 @@ class ThreadedServer:
         self._registered: set[int] = set()
         self._epoll: Any = None
         self._conns: dict[int, Any] = {}
+        # Descriptors this thread reads for someone else (add_reader): fd -> on_readable.
+        self._readers: dict[int, Callable[[], None]] = {}
         if hasattr(select, "epoll"):
             self._epoll = select.epoll()
             self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
@@ -95,6 +112,38 @@ class ThreadedServer:
             self._rearm(conn)
         else:
             self._command("resume", conn)
+
+    def add_reader(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Call ``on_readable()`` on the I/O thread whenever ``fd`` is readable.
+
+        The watcher owns ``fd`` from now on: :meth:`remove_reader` closes it, so its number
+        cannot be reused by a connection while it is still watched. ``on_readable`` must never
+        block: every connection waits while it runs.
+
+        Args:
+            fd: a descriptor (level-triggered: it is reported until it is read).
+            on_readable: what to call.
+        """
+        self._readers[fd] = on_readable
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN)
+        else:
+            self._command("reader", fd)
+
+    def remove_reader(self, fd: int) -> None:
+        """Stop watching a descriptor given to :meth:`add_reader`, and close it; idempotent."""
+        if self._readers.pop(fd, None) is None:
+            return
+        if self._epoll is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+            os.close(fd)
+        else:
+            self._command("unreader", fd)  # the I/O thread unregisters it, then closes it
+
+    def on_io_thread(self) -> bool:
+        """Tell whether the calling thread is the I/O thread."""
+        return threading.current_thread() is self._thread
 
     def _rearm(self, conn: Any) -> None:
         fd = conn.fd
@@ -157,6 +206,12 @@ class ThreadedServer:
                 self.daemon.process_backlog(conn)
                 if not conn.paused:
                     self._watch(conn)
+            elif name == "reader" and conn in self._readers:
+                self._io.register(conn, selectors.EVENT_READ, _Reader(conn))
+            elif name == "unreader":
+                with contextlib.suppress(KeyError, ValueError):
+                    self._io.unregister(conn)
+                os.close(conn)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -177,6 +232,10 @@ class ThreadedServer:
                 if conn is not None:
                     self.daemon.connection_readable(conn)
                     self._rearm(conn)
+                    continue
+                on_readable = self._readers.get(fd)
+                if on_readable is not None:
+                    on_readable()
             now = time.monotonic()
             if now >= next_expiry:
                 self.daemon.expire_connections(now)
@@ -193,6 +252,11 @@ class ThreadedServer:
                 conn = key.data
                 if conn is None:
                     self._drain_wakeups()
+                    continue
+                if isinstance(conn, _Reader):
+                    on_readable = self._readers.get(conn.fd)
+                    if on_readable is not None:
+                        on_readable()
                     continue
                 if conn.paused:
                     # Park it until its running call ends; the kernel holds what it sends.
@@ -213,6 +277,10 @@ class ThreadedServer:
         self._command("stop", None)
         self._thread.join(2.0)
         self.pool.shutdown(2.0)
+        for fd in list(self._readers):
+            del self._readers[fd]
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._io.close()
         if self._epoll is not None:
             self._epoll.close()

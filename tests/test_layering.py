@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "_connection": 3,
     "transport": 4,
     "_mailbox": 4,
+    "_board": 4,
     "_serverbase": 4,
     "svr_single": 5,
     "svr_threads": 5,

@@ -141,10 +141,12 @@ def _staggered(*calls: Any, gap: float = 0.03) -> list[Any]:
 
 @contextlib.contextmanager
 def worker_proxies(
-    count: int, linger: float | None = None
+    count: int, linger: float | None = None, *, notices: bool = False
 ) -> Iterator[tuple[Daemon, Any, list[Any]]]:
     """A one-worker daemon with a pinned ``Worker`` and ``count`` proxies to it."""
-    settings = {} if linger is None else {"PYRO_WORKER_LINGER": linger}
+    settings: dict[str, Any] = {} if linger is None else {"PYRO_WORKER_LINGER": linger}
+    if notices:
+        settings["PYRO_WORKER_NOTICES"] = True  # the parent then holds calls for their turn
     with config_values(**settings), serving("process", workers=1) as d:
         uri = d.connect(Worker)
         proxies = [DynamicProxy(uri) for _ in range(count)]
@@ -205,7 +207,10 @@ def test_lingering_works_with_any_linger_and_a_link_descriptor_above_1023(linger
 def test_calls_of_an_objbase_whose_calls_compute_wait_in_the_parent() -> None:
     # Once the worker has answered a call that computed, the object's later calls wait in
     # the parent while one of its calls is at the worker; calls that wait on I/O never do.
-    with config_values(PYRO_WORKER_LINGER=2.0), serving("process", workers=1) as d:
+    with (
+        config_values(PYRO_WORKER_LINGER=2.0, PYRO_WORKER_NOTICES=True),
+        serving("process", workers=1) as d,
+    ):
         uri = d.connect(Worker)
         proxies = [DynamicProxy(uri) for _ in range(2)]
 
@@ -232,7 +237,7 @@ def test_a_held_objbase_call_goes_to_the_worker_when_its_linger_time_is_up(
     # B computes, then waits for something only C does; C is held in the parent behind it
     # (the call before B computed). The parent's linger bound sends C anyway.
     release = str(tmp_path / "release")
-    with worker_proxies(3, linger=0.1) as (d, uri, proxies):
+    with worker_proxies(3, linger=0.1, notices=True) as (d, uri, proxies):
         started = time.monotonic()
         _, waited, _ = _staggered(
             functools.partial(proxies[0].timed_burn, 0.3),
@@ -704,7 +709,7 @@ def test_calls_to_a_busy_serial_object_wait_in_the_parent_for_their_turn(tmp_pat
     # so it never reads a call mid-computation; the waiting calls still count as queued and
     # run in arrival order.
     release = tmp_path / "release"
-    with serving("process", workers=1) as d:
+    with config_values(PYRO_WORKER_NOTICES=True), serving("process", workers=1) as d:
         uri = d.connect(SyncRecorder)
         guid = uri.objectID
         proxies = [DynamicProxy(uri) for _ in range(3)]
@@ -733,7 +738,7 @@ def test_held_calls_count_when_placing_calls_to_a_replicated_serial_object(
     tmp_path: Path,
 ) -> None:
     release = tmp_path / "release"
-    with serving("process", workers=2) as d:
+    with config_values(PYRO_WORKER_NOTICES=True), serving("process", workers=2) as d:
         uri = d.connect(SyncRecorder, "sync", placement="replicated")
         proxies = [DynamicProxy(uri) for _ in range(4)]
         threads = [threading.Thread(target=functools.partial(p.block, str(release)))

@@ -1,0 +1,109 @@
+"""Process mode: a worker answers on the client's socket and marks the call on its board.
+
+Without ``PYRO_WORKER_NOTICES`` no message per call goes back to the daemon: the daemon sees
+the mark when the client's next frame arrives (or within a quarter of a second), and asks the
+worker for a notice only when a frame arrives while the call still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+from typing import Any
+
+import pytest
+from helpers import RawClient, config_values, serving, wait_until
+from proc_objects import Worker
+
+from pyroact import serializer
+from pyroact._board import boards_supported
+from pyroact.core import Daemon, DynamicProxy
+
+pytestmark = [
+    pytest.mark.procpool,
+    pytest.mark.skipif(not boards_supported(), reason="no shared memory boards here"),
+]
+
+
+def outstanding(d: Daemon) -> list[int]:
+    return [int(w["outstanding"]) for w in d.getStats()["workers"]]
+
+
+def marked(d: Daemon) -> int:
+    assert d._router is not None
+    return sum(h.board.marked for h in d._router.pool.workers if h.board is not None)
+
+
+@pytest.mark.parametrize("notices", [False, True])
+def test_answered_calls_leave_nothing_outstanding(notices: bool) -> None:
+    with config_values(PYRO_WORKER_NOTICES=notices), serving("process", workers=2) as d:
+        uri = d.connect(Worker, "w", placement="replicated")
+        proxies = [DynamicProxy(uri) for _ in range(3)]
+        try:
+
+            def loop(proxy: Any, base: int) -> None:
+                for i in range(20):
+                    assert proxy.echo(base + i) == base + i
+
+            threads = [threading.Thread(target=loop, args=(p, 100 * n))
+                       for n, p in enumerate(proxies)]  # fmt: skip
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(20)
+            # The last call of each client is settled by the daemon's periodic check.
+            wait_until(lambda: outstanding(d) == [0, 0], what="no outstanding calls")
+            assert (marked(d) == 60) is not notices
+        finally:
+            for p in proxies:
+                p._release()
+
+
+def test_a_client_that_does_not_wait_for_its_reply_gets_both_answers_in_order() -> None:
+    # The second request arrives while the first still runs: the daemon asks the worker for
+    # a notice of the first answer before it lets the second go on.
+    with serving("process", workers=2) as d:
+        guid = d.connect(Worker, "w", placement="replicated").objectID
+        raw = RawClient(d.port)
+        try:
+            first, slow = raw.request_segments(guid, "sleep", (0.3,))
+            second, fast = raw.request_segments(guid, "echo", ("second",))
+            raw.channel.send([*slow, *fast])
+            replies = [raw.sm.check(raw.channel.recv_frame()) for _ in range(2)]
+            assert [f.seq for f in replies] == [first, second]
+            assert serializer.loads(replies[1].payload, replies[1].buffers) == "second"
+            wait_until(lambda: outstanding(d) == [0, 0], what="no outstanding calls")
+        finally:
+            raw.channel.close()
+
+
+def test_a_call_longer_than_the_idle_timeout_keeps_its_connection() -> None:
+    with serving("process", workers=1) as d:
+        d.setTimeout(0.3)
+        proxy = DynamicProxy(d.connect(Worker, "w"))
+        try:
+            assert proxy.sleep(0.8) > 0  # would have been closed for idleness meanwhile
+            channel = proxy.adapter.channel
+            assert proxy.echo(1) == 1 and proxy.adapter.channel is channel  # same connection
+            # Once the call is answered, an idle connection is closed as in the other modes.
+            wait_until(lambda: not d.connections, what="idle connection closed by the server")
+        finally:
+            proxy._release()
+
+
+def test_a_worker_killed_after_answering_sends_no_late_error() -> None:
+    with serving("process", workers=1) as d:
+        proxy = DynamicProxy(d.connect(Worker, "w", placement="replicated"))
+        try:
+            pid = proxy.pid()  # answered; the daemon has not settled it (the client is quiet)
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: d.getStats()["workers"][0]["restarts"] == 1, timeout=10,
+                       what="worker restarted")  # fmt: skip
+            # The marked call counts as answered: no error for it reaches the client.
+            channel = proxy.adapter.channel
+            assert not select.select([channel.fileno()], [], [], 0.3)[0]
+            assert proxy.pid() != pid
+        finally:
+            proxy._release()
