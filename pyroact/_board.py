@@ -15,10 +15,9 @@ the call here instead, and the parent reads the mark when it needs to know:
 
 The board is one shared memory file (``memfd_create``) per worker, mapped by both processes:
 a 64-bit count of the calls marked, written by the worker only, then ``SLOTS`` 32-bit slots; a
-call's id goes into slot ``id % SLOTS``. Call ids count up, so a slot is only reused after
-``SLOTS`` later calls of the same worker, long after the parent has read it (it reads every
-mark within a quarter of a second). Each field has a single writer and is written with one
-aligned store, so a reader never sees half of a value.
+call's id goes into slot ``id % SLOTS``. The parent never gives two pending silent calls ids
+with the same slot, so a mark stays until the parent has read it. Each field has a single
+writer and is written with one aligned store, so a reader never sees half of a value.
 """
 
 from __future__ import annotations
@@ -68,11 +67,17 @@ class CompletionBoard:
         Raises:
             OSError: no shared memory file could be made.
         """
-        fd = os.memfd_create("pyroact-board", 0)
+        fd = os.memfd_create("pyroact-board", os.MFD_CLOEXEC)
         try:
             return cls(fd)
         finally:
             os.close(fd)
+
+    def unmark(self, call_id: int) -> None:
+        """Take a mark back (the reply turned out not to go in one write: see the worker)."""
+        if self._slots[call_id % SLOTS] == call_id:
+            self._slots[call_id % SLOTS] = (call_id + 1) & 0xFFFFFFFF
+            self._count[0] -= 1
 
     def mark(self, call_id: int) -> None:
         """Record that call ``call_id`` was answered (in the worker, before the reply is sent).

@@ -5,8 +5,17 @@ placement (*pinned*: one instance on one worker; *replicated*: one instance per 
 pickled instance or factory it was made from, and which workers lost it in a crash. A call
 frame is forwarded to the chosen worker as it came (the parent never unpickles a client's
 payload); the worker's reply goes back to the client under the client's sequence id. The
-connection is paused while its call runs, exactly as in the threaded mode, so calls on one
-connection stay in order.
+connection's next frame waits until its call is answered, exactly as in the threaded mode, so
+calls on one connection stay in order.
+
+On a plain connection whose socket the worker has, a call is *silent*: the worker writes the
+reply to the client itself and marks the call on its completion board (``_board``) instead of
+sending a notice. The connection is not paused; before the parent acts on its next frame it
+*settles* the call (the mark is there by then, since the client waited for the reply), and
+only a frame that arrives while the call is still unmarked pauses the connection until the
+worker, asked for it, sends a notice. The daemon's periodic check settles the last calls of
+quiet clients. Silent calls skip the turns below, which need a notice per call; they apply
+with ``PYRO_WORKER_NOTICES`` and to connections whose replies go through the parent.
 
 Replicated calls go to the worker with the fewest outstanding calls; pinned objects are
 placed round-robin (or on the least-loaded worker) when they are connected.
@@ -149,13 +158,15 @@ class _Holding(threading.local):
 class _Silent:
     """A connection's call that its worker answers without a notice (until it is settled)."""
 
-    __slots__ = ("asked", "call_id", "done", "handle")
+    __slots__ = ("asked", "call_id", "done", "handle", "relayed", "relaying")
 
     def __init__(self, handle: WorkerHandle) -> None:
         self.handle = handle
         self.call_id: int | None = None
         self.done = False
         self.asked = False  # a notice of its answer was asked for
+        self.relaying = False  # its answer came on the link: the parent writes or resumes
+        self.relayed = False  # ... and that is through
 
 
 class _Held:
@@ -437,10 +448,11 @@ class ProcessRouter:
             return
         silent = (
             frame.msg_type == spec.MSG_REQUEST
-            and handle.board is not None
+            and handle.takes_silent_calls
             and conn.socket_shared
             and not daemon.config.PYRO_WORKER_NOTICES
             and self._may_answer_directly(conn)
+            and not self._holds_calls_for(route.guid, handle.index)
         )
         send = functools.partial(
             handle.send_call,
@@ -484,16 +496,24 @@ class ProcessRouter:
         # The worker answers on the client's socket and marks the call on its board; the
         # connection is not paused, and its next frame settles the call first (settle()).
         ticket = _Silent(handle)
-        relay = self._reply_handler(conn, frame, False, label)
+
+        def relayed() -> None:
+            ticket.relayed = True
+
+        relay = self._reply_handler(conn, frame, False, label, before_resume=relayed)
 
         def on_done(reply: Frame | None, error: BaseException | None) -> None:
+            if reply is not None or error is not None:
+                # Its error, the notice settle() asked for, or a reply the worker could not
+                # write itself: the connection waits until that is through (paused first, so
+                # that no next frame goes on while a reply is half written).
+                self.daemon.pause(conn)
+                ticket.relaying = True
             ticket.done = True
             if conn.silent_call is ticket:
                 conn.silent_call = None
-            if reply is not None or error is not None:
-                # Its error, the notice settle() asked for, or a reply the worker could not
-                # write itself: these resume the connection when they are through.
-                relay(reply, error)
+            if ticket.relaying:
+                relay(reply, error)  # it resumes the connection when it is through
                 return
             conn.last_activity = time.monotonic()
             if conn.paused:
@@ -513,7 +533,9 @@ class ProcessRouter:
         with clients that do not wait for their replies, or a reply still on its way).
         """
         ticket: _Silent | None = conn.silent_call
-        if ticket is None or ticket.done:
+        if ticket is None:
+            return True
+        if ticket.done and not (ticket.relaying and not ticket.relayed):
             conn.silent_call = None
             return True
         handle = ticket.handle
@@ -524,6 +546,8 @@ class ProcessRouter:
                 return True
         self.daemon.pause(conn)
         if ticket.done:  # answered meanwhile, on another thread
+            if ticket.relaying and not ticket.relayed:
+                return False  # the relayed answer resumes the connection when it is out
             conn.paused = False
             conn.silent_call = None
             return True
@@ -542,6 +566,12 @@ class ProcessRouter:
             except WorkerDiedError:
                 pass  # its death fails or settles the call, which resumes the connection
         return False
+
+    def _holds_calls_for(self, guid: str, index: int) -> bool:
+        # Calls of the object held for their turn: a new call goes behind them, not past.
+        with self._turns_lock:
+            turns = self._turns.get((guid, index))
+            return turns is not None and bool(turns.held)
 
     def settle_answered(self) -> None:
         """Settle every silent call the workers marked as answered (called periodically)."""
@@ -713,12 +743,19 @@ class ProcessRouter:
                 log.warning("oneway calls to worker %d were lost: %s", handle.index, exc)
 
     def _reply_handler(
-        self, conn: Any, frame: Frame, oneway: bool, label: str
+        self,
+        conn: Any,
+        frame: Frame,
+        oneway: bool,
+        label: str,
+        before_resume: Callable[[], None] | None = None,
     ) -> Callable[[Frame | None, BaseException | None], None]:
         seq = frame.seq
         daemon = self.daemon
 
         def resume() -> None:
+            if before_resume is not None:
+                before_resume()
             daemon.resume(conn)
 
         def on_done(reply: Frame | None, error: BaseException | None) -> None:

@@ -183,6 +183,7 @@ class WorkerDaemon:
         if not seq:  # a oneway call nobody waits for: its failure can only be logged
             log.warning("oneway call refused in worker %d: %s", self.index, exc)
             return
+        self._answered_on_link(seq)
         self._send_later(
             encode_frame(spec.MSG_EXCEPTION, seq=seq, payload=serializer.dumps_exception(exc, []))
         )
@@ -402,6 +403,7 @@ class WorkerDaemon:
                     done = DELIVERED_COMPUTED if computed else DELIVERED
                     self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq, method=done))
                     return
+            self._answered_on_link(frame.seq)
             self.send(
                 encode_frame(
                     msg_type,
@@ -456,14 +458,46 @@ class WorkerDaemon:
     def _reply_silently(self, call_id: int, conn_id: str, segments: list[Any]) -> None:
         # Marked before the reply is written, so the parent sees the mark by the time the
         # client's next frame reaches it; a notice only if the parent asked for one.
-        assert self.board is not None
+        board = self.board
+        assert board is not None
         with self._lock:
-            self.board.mark(call_id)
-            notify = call_id in self._notify
-            self._notify.discard(call_id)
-        self._reply_directly(conn_id, segments, whole=True)
+            board.mark(call_id)
+            notify = self._notify_wanted(call_id)
+        sock = self._direct.get(conn_id)
+        self.direct_replies += 1
+        if sock is not None:
+            step = nonblocking_step(sock)
+            try:
+                pending = send_available(step, list(segments))
+                if pending:
+                    # Not in one write (a client that does not read): until the rest is out
+                    # the call counts as unanswered, so that no frame the client sent without
+                    # waiting goes on beside the rest of this reply.
+                    with self._lock:
+                        board.unmark(call_id)
+                    try:
+                        send_waiting(step, sock.fileno(), pending, None)
+                    finally:
+                        with self._lock:
+                            board.mark(call_id)
+                            notify = self._notify_wanted(call_id) or notify
+            except OSError:
+                pass  # the client is gone: the parent sees the connection close
         if notify:
             self.send(encode_frame(spec.MSG_REPLY, seq=call_id, method=DELIVERED))
+
+    def _notify_wanted(self, call_id: int) -> bool:
+        # Called with the lock held: whether the parent asked for a notice of this answer.
+        if call_id in self._notify:
+            self._notify.discard(call_id)
+            return True
+        return False
+
+    def _answered_on_link(self, call_id: int) -> None:
+        # An answer on the link is the notice: forget a request for one (if it was silent).
+        if self._notify:
+            with self._lock:
+                self._notify.discard(call_id)
 
     def _notify_when_answered(self, call_id: int) -> None:
         # The parent has a frame of the connection to act on while the call seems unanswered.
@@ -474,10 +508,9 @@ class WorkerDaemon:
         if answered:
             self._send_later(encode_frame(spec.MSG_REPLY, seq=call_id, method=DELIVERED))
 
-    def _reply_directly(self, conn_id: str, segments: list[Any], *, whole: bool = False) -> bool:
-        # The whole reply on the client's socket, or (when it takes nothing now, and not
-        # ``whole``) False: the parent then writes it. Once part is written the rest must
-        # follow here.
+    def _reply_directly(self, conn_id: str, segments: list[Any]) -> bool:
+        # The whole reply on the client's socket, or (when it takes nothing now) False: the
+        # parent then writes it. Once part is written the rest must follow here.
         sock = self._direct.get(conn_id)
         if sock is None:
             return False
@@ -487,7 +520,7 @@ class WorkerDaemon:
         self.direct_replies += 1
         try:
             pending = send_available(step, list(segments))
-            if pending and _size(pending) == size and not whole:
+            if pending and _size(pending) == size:
                 self.direct_replies -= 1
                 return False
             if pending:

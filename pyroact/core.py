@@ -1073,6 +1073,7 @@ class Daemon(TCPServer, ObjBase):
         self._servant = DaemonServant(self)
         self._register(self._servant, "__PYRO_Internal_Daemon", persistent=True)
         self._router: ProcessRouter | None = None
+        self._draining: ProcessRouter | None = None  # the router while closedown drains it
         if self.mode == "process":
             router = ProcessRouter(
                 self, workers or cfg.effective_workers(), internal_fields=CONNECTION_FIELDS
@@ -1383,7 +1384,12 @@ class Daemon(TCPServer, ObjBase):
         """Stop the workers (after in-flight calls, up to 5 s), close connections and socket."""
         router, self._router = getattr(self, "_router", None), None
         if router is not None:
-            router.shutdown(time.monotonic() + 5.0)
+            # No new calls are routed; the connections of those that drain still settle.
+            self._draining = router
+            try:
+                router.shutdown(time.monotonic() + 5.0)
+            finally:
+                self._draining = None
         TCPServer.closedown(self)
 
     def getStats(self) -> dict[str, Any]:
@@ -1404,7 +1410,8 @@ class Daemon(TCPServer, ObjBase):
 
     def expire_connections(self, now: float) -> None:
         """Also settles answered silent worker calls and runs the transient reaper."""
-        router = self._router
+        # (getattr: the I/O thread may look before __init__ has made them)
+        router = getattr(self, "_router", None) or getattr(self, "_draining", None)
         if router is not None:
             router.settle_answered()
         TCPServer.expire_connections(self, now)
@@ -1427,7 +1434,7 @@ class Daemon(TCPServer, ObjBase):
 
     def settle(self, conn: TCPConnection) -> bool:
         """Let a connection's next frame go on once its silent worker call is answered."""
-        router = self._router
+        router = self._router or self._draining
         if router is None:
             return TCPServer.settle(self, conn)
         return router.settle(conn)

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import _wirespec as spec
-from ._board import CompletionBoard, boards_supported
+from ._board import SLOTS, CompletionBoard, boards_supported
 from .errors import DaemonError, PyroError, WorkerDiedError
 from .transport import ServerChannel
 from .wire import Frame, encode_frame
@@ -140,6 +140,7 @@ class WorkerHandle:
         # Where the worker marks the silent calls it answered (None: it sends notices).
         self.board = board
         self.settled = 0  # silent calls marked on the board and no longer pending here
+        self._silent_slots: dict[int, int] = {}  # board slot -> pending silent call id
         self.send_lock = threading.Lock()  # writes to the link, and the held frames
         self.next_id = 1
         self.alive = True
@@ -161,7 +162,30 @@ class WorkerHandle:
         load = len(self.pending) + self.held_calls
         if self.board is not None:
             load -= self.board.marked - self.settled  # answered, not settled here yet
-        return load
+        return max(0, load)  # (read without the lock: a moment's count may be off by one)
+
+    def _next_call_id(self, silent: bool) -> int:
+        # Called with the lock held. A silent call gets an id whose board slot no other
+        # pending silent call uses, so that no late mark can overwrite an unread one.
+        while True:
+            call_id = self.next_id
+            self.next_id = (call_id + 1) & spec.MAX_SEQ or 1
+            if not silent:
+                return call_id
+            slot = call_id % SLOTS
+            if slot not in self._silent_slots:
+                self._silent_slots[slot] = call_id
+                return call_id
+
+    @property
+    def takes_silent_calls(self) -> bool:
+        """Whether a new call may be silent (a board, with free slots to spare)."""
+        return self.board is not None and len(self._silent_slots) < SLOTS // 2
+
+    def _forget(self, call_id: int, call: PendingCall) -> None:
+        # Called with the lock held, for a call taken off the pending ones.
+        if call.silent:
+            self._silent_slots.pop(call_id % SLOTS, None)
 
     def settle(self, call_id: int) -> PendingCall | None:
         """Take a silent call off the pending ones if the worker marked it as answered.
@@ -175,6 +199,7 @@ class WorkerHandle:
             if call is None or board is None or not board.is_marked(call_id):
                 return None
             del self.pending[call_id]
+            self._forget(call_id, call)
             self.settled += 1
         return call
 
@@ -186,14 +211,18 @@ class WorkerHandle:
         with self.lock:
             done = [cid for cid, c in self.pending.items() if c.silent and board.is_marked(cid)]
             self.settled += len(done)
-            return [self.pending.pop(cid) for cid in done]
+            calls = [self.pending.pop(cid) for cid in done]
+            for cid, call in zip(done, calls, strict=True):
+                self._forget(cid, call)
+            return calls
 
     def pop_pending(self, call_id: int) -> PendingCall | None:
         """Take a call off the pending ones (its answer arrived, or it can never arrive)."""
         with self.lock:
             call = self.pending.pop(call_id, None)
-            if call is not None and call.silent and self.board is not None:
-                if self.board.is_marked(call_id):
+            if call is not None and call.silent:
+                self._forget(call_id, call)
+                if self.board is not None and self.board.is_marked(call_id):
                     self.settled += 1  # a notice the parent asked for
         return call
 
@@ -226,8 +255,7 @@ class WorkerHandle:
                 raise WorkerDiedError(f"worker {self.index} is not running")
             call_id = 0
             if pending is not None:
-                call_id = self.next_id
-                self.next_id = (call_id + 1) & spec.MAX_SEQ or 1
+                call_id = self._next_call_id(pending.silent)
                 self.pending[call_id] = pending
             self.calls += 1
         segments = encode_frame(
@@ -254,10 +282,8 @@ class WorkerHandle:
                 failed = WorkerDiedError(f"worker {self.index} link failed: {exc}")
             else:
                 return call_id
-        if pending is not None:
-            with self.lock:
-                if self.pending.pop(call_id, None) is None:
-                    return call_id  # the worker's death has failed this call already
+        if pending is not None and self.pop_pending(call_id) is None:
+            return call_id  # the worker's death has failed this call already
         raise failed from None
 
     def send_socket(self, key: str, fd: int) -> None:
@@ -400,7 +426,15 @@ class WorkerPool:
             child_fds.close()
         handle = WorkerHandle(index, process, ServerChannel(parent_sock), parent_fds, board)
         handle.watch_fd = os.dup(parent_sock.fileno())
-        self._watcher.add_reader(handle.watch_fd, functools.partial(self._link_readable, handle))
+        try:
+            self._watcher.add_reader(
+                handle.watch_fd, functools.partial(self._link_readable, handle)
+            )
+        except (OSError, ValueError) as exc:  # the daemon's I/O loop is closed already
+            os.close(handle.watch_fd)
+            process.kill()
+            process.wait(5.0)
+            raise DaemonError(f"cannot watch the link of worker {index}: {exc}") from None
         return handle
 
     def _wait_ready(self, handle: WorkerHandle) -> None:
@@ -562,7 +596,10 @@ class WorkerPool:
             return
         for frame in frames:
             if frame.object_id == "" and frame.msg_type == spec.MSG_ONEWAY:
-                self._notification(handle, frame)
+                try:
+                    self._notification(handle, frame)
+                except Exception:  # the I/O thread serves every connection: never let it die
+                    log.exception("bad notification from worker %d", handle.index)
                 continue
             pending = handle.pop_pending(frame.seq)
             if pending is not None:

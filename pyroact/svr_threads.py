@@ -135,9 +135,10 @@ class ThreadedServer:
         if self._readers.pop(fd, None) is None:
             return
         if self._epoll is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(fd)
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
         else:
             self._command("unreader", fd)  # the I/O thread unregisters it, then closes it
 
@@ -278,9 +279,9 @@ class ThreadedServer:
         self._thread.join(2.0)
         self.pool.shutdown(2.0)
         for fd in list(self._readers):
-            del self._readers[fd]
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if self._readers.pop(fd, None) is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._io.close()
         if self._epoll is not None:
             self._epoll.close()

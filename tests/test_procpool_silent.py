@@ -14,11 +14,11 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import RawClient, config_values, serving, wait_until
-from proc_objects import Worker
+from helpers import LoopThread, RawClient, config_values, serving, wait_until
+from proc_objects import SyncRecorder, Worker
 
 from pyroact import serializer
-from pyroact._board import boards_supported
+from pyroact._board import SLOTS, boards_supported
 from pyroact.core import Daemon, DynamicProxy
 
 pytestmark = [
@@ -107,3 +107,111 @@ def test_a_worker_killed_after_answering_sends_no_late_error() -> None:
             assert proxy.pid() != pid
         finally:
             proxy._release()
+
+
+def test_a_late_long_call_never_hides_the_mark_of_a_later_one(tmp_path: Any) -> None:
+    # A silent call that runs while 65536 later ones are answered must not share its board
+    # slot with one of them (its mark would overwrite theirs, and that client would hang).
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    with serving("process", workers=1) as d:
+        uri = d.connect(Worker, "w")
+        long_runner, other = DynamicProxy(uri), DynamicProxy(uri)
+        try:
+            assert other.echo(0) == 0
+            result: list[Any] = []
+            thread = threading.Thread(
+                target=lambda: result.append(long_runner.hang(started, release))
+            )
+            thread.start()
+            wait_until(lambda: os.path.exists(started), what="the long call running")
+            assert d._router is not None
+            handle = d._router.pool.workers[0]
+            with handle.lock:
+                long_id = max(i for i, c in handle.pending.items() if c.silent)
+                handle.next_id = long_id + SLOTS  # as if 65536 calls had gone meanwhile
+            assert other.echo("later") == "later"
+            open(release, "w").close()
+            thread.join(10)
+            assert result == [True]
+            other._setTimeout(5.0)
+            assert other.echo("next") == "next"
+            wait_until(lambda: outstanding(d) == [0], what="no outstanding calls")
+        finally:
+            long_runner._release()
+            other._release()
+
+
+def test_a_reply_still_being_written_holds_back_the_clients_next_frame() -> None:
+    big = bytes(8 << 20)  # more than the sockets buffer: the worker waits for the client
+    with serving("process", workers=2) as d:
+        guid = d.connect(Worker, "w", placement="replicated").objectID
+        raw = RawClient(d.port, timeout=20)
+        try:
+            first, segments = raw.request_segments(guid, "echo", (big,))
+            raw.channel.send(segments)
+            wait_until(
+                lambda: sum(w.get("direct_replies", 0) for w in d.getStats()["workers"]) == 1,
+                timeout=10,
+                what="the worker writing the large reply",
+            )
+            second, segments = raw.request_segments(guid, "echo", ("second",))
+            raw.channel.send(segments)
+            replies = [raw.sm.check(raw.channel.recv_frame()) for _ in range(2)]
+            assert [f.seq for f in replies] == [first, second]
+            assert serializer.loads(replies[0].payload, replies[0].buffers) == big
+            assert serializer.loads(replies[1].payload, replies[1].buffers) == "second"
+        finally:
+            raw.channel.close()
+
+
+def test_a_call_never_overtakes_calls_held_for_their_turn() -> None:
+    # Tracked oneway calls to a SynchronizedObjBase wait in the parent for their turn; a
+    # later request of another client goes behind them, not past them into the mailbox.
+    with config_values(PYRO_ONEWAY_THREADED=False), serving("process", workers=1) as d:
+        uri = d.connect(SyncRecorder, "s")
+        guid = uri.objectID
+        first, second = RawClient(d.port), RawClient(d.port)
+        caller = DynamicProxy(uri)
+        try:
+            assert caller.get_log() == []
+            first.channel.send(first.request_segments(guid, "record", ("B0", 0.5), oneway=True)[1])
+            wait_until(lambda: worker_depth(d, guid) == 1, what="B0 running")
+            second.channel.send(second.request_segments(guid, "record", ("B1",), oneway=True)[1])
+            assert d._router is not None
+            wait_until(lambda: d._router.held_calls(guid, 0) == 1, what="B1 held")  # type: ignore[union-attr]
+            caller.record("A")
+            assert caller.get_log() == ["B0", "B1", "A"]
+        finally:
+            caller._release()
+            first.channel.close()
+            second.channel.close()
+
+
+def worker_depth(d: Daemon, guid: str) -> int:
+    return int(d.getStats()["workers"][0]["objects"][guid]["queue_depth"])
+
+
+def test_a_frame_that_arrives_while_closedown_drains_waits_for_the_running_call() -> None:
+    d = Daemon(mode="process", workers=1)
+    loop = LoopThread(d)
+    loop.start()
+    closer = None
+    try:
+        guid = d.connect(Worker, "w").objectID
+        raw = RawClient(d.port)
+        first, segments = raw.request_segments(guid, "sleep", (0.6,))
+        raw.channel.send(segments)
+        wait_until(lambda: outstanding(d) == [1], what="the call running")
+        closer = threading.Thread(target=lambda: (loop.stop(), d.closedown()))
+        closer.start()
+        wait_until(lambda: d._draining is not None, what="closedown draining")
+        raw.channel.send(raw.request_segments(guid, "echo", ("late",))[1])
+        reply = raw.sm.check(raw.channel.recv_frame())
+        assert reply.seq == first and serializer.loads(reply.payload, reply.buffers) > 0
+        raw.channel.close()
+    finally:
+        if closer is None:
+            loop.stop()
+            d.closedown()
+        else:
+            closer.join(15)
