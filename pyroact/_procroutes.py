@@ -554,15 +554,7 @@ class ProcessRouter:
         if ticket.call_id is not None and not ticket.asked and handle.alive:
             ticket.asked = True
             try:
-                handle.send_call(
-                    spec.MSG_ONEWAY,
-                    object_id="",
-                    method="notify",
-                    payload=pickle.dumps((ticket.call_id,), 5),
-                    buffers=(),
-                    flags=0,
-                    pending=None,
-                )
+                handle.notify("notify", ticket.call_id)
             except WorkerDiedError:
                 pass  # its death fails or settles the call, which resumes the connection
         return False
@@ -829,21 +821,12 @@ class ProcessRouter:
         key = getattr(conn, "worker_key", None)
         if key is None:
             return
-        payload, _, _ = serializer.dumps((key,))
         for index in conn.forwarded_to:
             handle = self.pool.worker(index)
             if handle.alive and key in handle.sessions:
                 handle.sessions.discard(key)
                 try:
-                    handle.send_call(
-                        spec.MSG_ONEWAY,
-                        object_id="",
-                        method="conn_close",
-                        payload=payload,
-                        buffers=(),
-                        flags=0,
-                        pending=None,
-                    )
+                    handle.notify("conn_close", key)
                 except WorkerDiedError:
                     pass
 

@@ -286,6 +286,22 @@ class WorkerHandle:
             return call_id  # the worker's death has failed this call already
         raise failed from None
 
+    def notify(self, name: str, *args: Any) -> None:
+        """Send the worker a control notification (``name(*args)``, answered by nothing).
+
+        Raises:
+            WorkerDiedError: the worker is gone.
+        """
+        self.send_call(
+            spec.MSG_ONEWAY,
+            object_id="",
+            method=name,
+            payload=pickle.dumps(args, 5),
+            buffers=(),
+            flags=0,
+            pending=None,
+        )
+
     def send_socket(self, key: str, fd: int) -> None:
         """Give the worker a descriptor of a client's socket, for connection ``key``.
 
@@ -625,15 +641,7 @@ class WorkerPool:
             log.exception("error handling notification %r of worker %d", frame.method, handle.index)
         if frame.seq:  # the worker waits until this notification has been acted on
             try:
-                handle.send_call(
-                    spec.MSG_ONEWAY,
-                    object_id="",
-                    method="ack",
-                    payload=pickle.dumps((frame.seq,), 5),
-                    buffers=(),
-                    flags=0,
-                    pending=None,
-                )
+                handle.notify("ack", frame.seq)
             except WorkerDiedError:
                 pass
 
