@@ -168,6 +168,11 @@ class _Silent:
         self.relaying = False  # its answer came on the link: the parent writes or resumes
         self.relayed = False  # ... and that is through
 
+    @property
+    def over(self) -> bool:
+        """Answered, and no part of the answer is still being written by the parent."""
+        return self.done and (not self.relaying or self.relayed)
+
 
 class _Held:
     """A call held back for its turn: how to send it, and until when it may wait."""
@@ -535,7 +540,7 @@ class ProcessRouter:
         ticket: _Silent | None = conn.silent_call
         if ticket is None:
             return True
-        if ticket.done and not (ticket.relaying and not ticket.relayed):
+        if ticket.over:
             conn.silent_call = None
             return True
         handle = ticket.handle
@@ -546,7 +551,7 @@ class ProcessRouter:
                 return True
         self.daemon.pause(conn)
         if ticket.done:  # answered meanwhile, on another thread
-            if ticket.relaying and not ticket.relayed:
+            if not ticket.over:
                 return False  # the relayed answer resumes the connection when it is out
             conn.paused = False
             conn.silent_call = None

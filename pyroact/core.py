@@ -1410,8 +1410,7 @@ class Daemon(TCPServer, ObjBase):
 
     def expire_connections(self, now: float) -> None:
         """Also settles answered silent worker calls and runs the transient reaper."""
-        # (getattr: the I/O thread may look before __init__ has made them)
-        router = getattr(self, "_router", None) or getattr(self, "_draining", None)
+        router = self._settling_router
         if router is not None:
             router.settle_answered()
         TCPServer.expire_connections(self, now)
@@ -1434,10 +1433,17 @@ class Daemon(TCPServer, ObjBase):
 
     def settle(self, conn: TCPConnection) -> bool:
         """Let a connection's next frame go on once its silent worker call is answered."""
-        router = self._router or self._draining
+        router = self._settling_router
         if router is None:
             return TCPServer.settle(self, conn)
         return router.settle(conn)
+
+    @property
+    def _settling_router(self) -> ProcessRouter | None:
+        # The router whose silent calls still settle: also while closedown drains it.
+        # (getattr: the I/O thread may look before __init__ has made them.)
+        router: ProcessRouter | None = getattr(self, "_router", None)
+        return router or getattr(self, "_draining", None)
 
     def frames_done(self) -> None:
         """After a batch of a connection's frames: send the frames held for workers."""

@@ -181,8 +181,8 @@ class TCPConnection:
         self.tls_handshaking = False
         self.peercert: dict[str, Any] | None = None
         self.socket_shared = False  # a process-mode worker answers on this socket too
-        # (worker handle, call id) of a process-mode call answered on this socket without a
-        # notice, until the daemon has seen it answered (see ProcessRouter.settle).
+        # The ticket of a process-mode call answered on this socket without a notice, until
+        # the daemon has seen it answered (see ProcessRouter.settle).
         self.silent_call: Any = None
 
     @property
