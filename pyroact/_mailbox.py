@@ -29,8 +29,12 @@ from collections.abc import Callable, Iterator
 from .errors import BusyError
 
 __all__ = [
+    "BUSY",
+    "IDLE",
+    "UNKNOWN",
     "InlineExecutor",
     "Mailbox",
+    "RunningCall",
     "Submit",
     "Task",
     "ThreadPool",
@@ -57,7 +61,8 @@ CAN_LINGER = hasattr(time, "pthread_getcpuclockid")
 BUSY_CPU_SHARE = 0.25
 BUSY_MIN_SAMPLE = 0.0005
 BUSY_RECHECK = 0.002
-_IDLE, _UNKNOWN, _BUSY = 0, 1, 2
+# What a look at a running call finds (RunningCall.state).
+IDLE, UNKNOWN, BUSY = 0, 1, 2
 
 
 def in_pool_thread() -> bool:
@@ -83,9 +88,13 @@ def blocking() -> Iterator[None]:
         yield
         return
     pool._enter_blocking()
+    if pool.on_blocking is not None:
+        pool.on_blocking(True)
     try:
         yield
     finally:
+        if pool.on_blocking is not None:
+            pool.on_blocking(False)
         pool._exit_blocking()
 
 
@@ -156,6 +165,9 @@ class ThreadPool:
         self._waking = 0  # threads woken or started that have not arrived yet
         self._started = 0
         self._closed = False
+        # Told (True, then False) when a task of the pool waits inside blocking() and when it
+        # goes on: a process-mode worker then stops counting that call as computing.
+        self.on_blocking: Callable[[bool], None] | None = None
 
     @property
     def threads(self) -> int:
@@ -338,31 +350,48 @@ class _Slot:
         self.task: Task | None = None
 
 
-class _Running:
-    """The thread CPU clock and start times of a call running in a lingering mailbox."""
+class RunningCall:
+    """The thread CPU clock and start times of a running call, to tell whether it computes.
 
-    __slots__ = ("clock", "cpu0", "wall0")
+    Made on the thread that runs the call. Lingering mailboxes keep one per running call, and
+    so does a process-mode worker, whose link reader leaves frames to the end of a computing
+    call (see :mod:`pyroact._worker`).
+
+    Attributes:
+        blocked: the call waits for a nested remote call now (it counts as idle).
+    """
+
+    __slots__ = ("blocked", "clock", "cpu0", "wall0")
 
     def __init__(self) -> None:
         self.wall0 = time.monotonic()
+        self.blocked = False
         try:
             self.clock: int | None = time.pthread_getcpuclockid(threading.get_ident())
             self.cpu0 = time.clock_gettime(self.clock)
-        except OSError:  # no CPU clock for this thread: it never holds other calls back
+        except (OSError, AttributeError):
+            # No CPU clock for this thread (or none on this platform): never holds calls back.
             self.clock, self.cpu0 = None, 0.0
 
     def state(self, now: float) -> int:
-        """``_BUSY`` (on the CPU), ``_IDLE`` (mostly waiting) or ``_UNKNOWN`` (just started)."""
-        if self.clock is None:
-            return _IDLE
+        """``BUSY`` (on the CPU), ``IDLE`` (mostly waiting) or ``UNKNOWN`` (just started).
+
+        Args:
+            now: ``time.monotonic()``.
+
+        Returns:
+            One of ``BUSY``, ``IDLE`` and ``UNKNOWN``.
+        """
+        if self.clock is None or self.blocked:
+            return IDLE
         wall = now - self.wall0
         if wall < BUSY_MIN_SAMPLE:
-            return _UNKNOWN
+            return UNKNOWN
         try:
             cpu = time.clock_gettime(self.clock) - self.cpu0
         except OSError:  # the thread has just ended
-            return _IDLE
-        return _BUSY if cpu >= BUSY_CPU_SHARE * wall else _IDLE
+            return IDLE
+        return BUSY if cpu >= BUSY_CPU_SHARE * wall else IDLE
 
 
 class _Waiting:
@@ -415,7 +444,7 @@ class Mailbox:
         # each (whoever gets there first, that task or the end of a running call, takes it).
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._released = 0
-        self._running_calls: dict[int, _Running] = {}
+        self._running_calls: dict[int, RunningCall] = {}
         self._lock = threading.Lock()
         self._running = False
         self.inflight = 0
@@ -480,21 +509,21 @@ class Mailbox:
                 self.lingered += 1
                 return None
             state = self._running_state(now)
-            if state != _IDLE:
-                check_at = deadline if state == _BUSY else now + BUSY_RECHECK
+            if state != IDLE:
+                check_at = deadline if state == BUSY else now + BUSY_RECHECK
                 self._waiting.append(_Waiting(task, deadline, check_at))
                 self.lingered += 1
                 return None
         return functools.partial(self._run_lingering, task)
 
     def _running_state(self, now: float) -> int:
-        # Called with the lock held: _BUSY if a running call is busy on the CPU, else
-        # _UNKNOWN if one just started, else _IDLE (each look at a call reads its clock).
-        state = _IDLE
+        # Called with the lock held: BUSY if a running call is busy on the CPU, else
+        # UNKNOWN if one just started, else IDLE (each look at a call reads its clock).
+        state = IDLE
         for running in self._running_calls.values():
             found = running.state(now)
-            if found == _BUSY:
-                return _BUSY
+            if found == BUSY:
+                return BUSY
             state = max(state, found)
         return state
 
@@ -522,10 +551,10 @@ class Mailbox:
                 due = True
             elif head.check_at <= now:
                 state = self._running_state(now)
-                if state == _IDLE:
+                if state == IDLE:
                     due = True
                 else:
-                    head.check_at = head.deadline if state == _BUSY else now + BUSY_RECHECK
+                    head.check_at = head.deadline if state == BUSY else now + BUSY_RECHECK
             if due:
                 self._released += 1
                 if len(self._waiting) > self._released:
@@ -565,9 +594,9 @@ class Mailbox:
             running = self._register()
         self._run_chain(task, running)
 
-    def _register(self) -> _Running:
+    def _register(self) -> RunningCall:
         # Called with the lock held, on the thread about to run the call.
-        running = _Running()
+        running = RunningCall()
         self._running_calls[id(running)] = running
         return running
 
@@ -586,7 +615,7 @@ class Mailbox:
             running = self._register()
         self._run_chain(task, running)
 
-    def _run_chain(self, task: Task, running: _Running) -> None:
+    def _run_chain(self, task: Task, running: RunningCall) -> None:
         # Runs the call, then, on the same thread, the oldest call that waited for it, unless
         # the executor has other work waiting for a thread: then it gets the next call.
         current: Task | None = task

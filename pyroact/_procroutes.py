@@ -855,6 +855,7 @@ class ProcessRouter:
                         counters["queue_depth"] += self.held_calls(guid, entry["index"])
                     entry["objects"] = worker["objects"]
                     entry["direct_replies"] = worker["direct_replies"]
+                    entry["taken_after_call"] = worker["taken_after_call"]
         return {
             "workers": per_worker,
             "routes": {

@@ -13,6 +13,14 @@ starts without a thread hand-off. Each client connection has its own
 thread-local storage in the worker, whose ``caller`` carries the address and the validator's
 attributes the parent forwarded.
 
+While a call computes (its thread's CPU clock says so, as for lingering mailboxes), the reader
+*holds off*: it leaves the link alone for up to ``PYRO_WORKER_LINGER`` and the thread whose
+call ends takes what arrived meanwhile, running the next call itself. Under the GIL a reader
+woken by each frame would only take the interpreter from the computing call; this way a CPU-bound
+object's calls follow each other on one thread with no wake-up between them. A call that waits
+(I/O, a nested remote call) does not hold the reader off, and a frame never waits on the link
+longer than the linger time.
+
 Objects see a :class:`WorkerDaemon` through ``getDaemon()``: ``connect()`` there hosts a new
 object in this worker and tells the parent to route its id here, so factories and
 ``getProxy()`` work as in the other modes. When the link reaches EOF the parent is gone and the
@@ -22,6 +30,8 @@ worker exits at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -36,10 +46,19 @@ from typing import Any
 
 import pyroact
 
+from . import _mailbox, core, serializer
 from . import _wirespec as spec
-from . import core, serializer
 from ._board import CompletionBoard
-from ._mailbox import BUSY_CPU_SHARE, BUSY_MIN_SAMPLE, Mailbox, Task, ThreadPool
+from ._mailbox import (
+    BUSY,
+    BUSY_MIN_SAMPLE,
+    CAN_LINGER,
+    UNKNOWN,
+    Mailbox,
+    RunningCall,
+    Task,
+    ThreadPool,
+)
 from .errors import BusyError, DaemonError, ProtocolError, PyroError
 from .protocol import LocalStorage, current_call
 from .svr_procpool import COMPUTED, DELIVERED, DELIVERED_COMPUTED
@@ -52,6 +71,8 @@ log = logging.getLogger("pyroact.system")
 
 # How long a worker waits for the daemon to confirm a notification (it only logs, then goes on).
 ACK_TIMEOUT = 10.0
+# The most frames one thread takes off the link in a row before it lets the others look.
+FRAMES_PER_TAKE = 256
 
 
 class WorkerCaller:
@@ -107,6 +128,7 @@ class WorkerDaemon:
         # Client sockets the parent passed, by connection key: replies go straight to them.
         self._direct: dict[str, socket.socket] = {}
         self.direct_replies = 0
+        self.taken_after_call = 0  # calls a thread took off the link as its call ended
         self.hostname = host
         self.port = port
         self.index = index
@@ -126,11 +148,26 @@ class WorkerDaemon:
         self._acks: dict[int, threading.Event] = {}
         self._last_ack = 0
         self._outbox: queue.SimpleQueue[Sequence[Any] | None] = queue.SimpleQueue()
+        # Whoever holds the token reads the link and acts on what it read (the reader, or a
+        # thread whose call just ended), so frames enter their mailboxes in arrival order.
+        self._read_token = threading.Lock()
         # Mailboxes whose calls wait for a busy call (lingering); the link reader starts them
-        # when their time is up. Only the thread reading the link touches it.
+        # when their time is up. Only the holder of the read token touches it.
         self._lingering: set[Mailbox] = set()
-        self._link_ready = selectors.DefaultSelector()  # any descriptor number (not select())
-        self._link_ready.register(link.fileno(), selectors.EVENT_READ)
+        # The calls running now, by thread, to tell whether one computes (see the docstring).
+        self._calls: dict[int, RunningCall] = {}
+        self._reader_holds = False  # the reader leaves the link to the ends of calls now
+        # When a reader last found the link empty: whatever waits on it arrived later, and is
+        # read by then + PYRO_WORKER_LINGER at the latest, computing call or not.
+        self._link_emptied = 0.0
+        self._wake_r, self._wake_w = os.pipe()  # wakes the reader (see _wake_reader)
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        # (selectors: any descriptor number, unlike select())
+        self._link_only = _selector(link.fileno())
+        self._link_or_wake = _selector(link.fileno(), self._wake_r)
+        self._wake_only = _selector(self._wake_r)
+        self.pool.on_blocking = self._call_blocks
 
     # -- link ----------------------------------------------------------------------------------
 
@@ -158,7 +195,11 @@ class WorkerDaemon:
         self.send(
             encode_frame(spec.MSG_ONEWAY, seq=seq, method=name, payload=pickle.dumps(args, 5))
         )
-        if done is not None and not done.wait(ACK_TIMEOUT):
+        if done is None:
+            return
+        with _mailbox.blocking():  # this call computes no more: the reader must read the ack
+            confirmed = done.wait(ACK_TIMEOUT)
+        if not confirmed:
             with self._lock:
                 self._acks.pop(seq, None)
             log.warning("worker %d: the daemon did not confirm %r in time", self.index, name)
@@ -216,7 +257,7 @@ class WorkerDaemon:
             raise TypeError(f"a Pyro object must inherit from ObjBase, not {type(obj).__name__}")
         guid = obj.GUID()
         mailbox = Mailbox(
-            self.pool.submit,
+            self._submit_calls,
             serial=isinstance(obj, core.SynchronizedObjBase),
             maxsize=pyroact.config.PYRO_MAILBOX_SIZE,
             name=f"{type(obj).__name__} {guid}",
@@ -303,61 +344,190 @@ class WorkerDaemon:
         # the call and keeps reading, so the link is never left unread.
         pool = self.pool
         self._reading.active = True
-        while True:
+        while not self._closed.is_set():
             pool._enter_blocking()  # waiting on the link does not hold one of the pool's threads
             try:
-                frame = self._next_frame()
-            except PyroError:
-                os._exit(0)  # the parent is gone: share its fate at once
+                ready = self._wait_for_frames()
             finally:
                 pool._exit_blocking()
-            if frame is None:
-                continue  # a lingering call's time was up (it runs now): read on
-            if frame.msg_type == spec.MSG_CLOSE:
-                self._closed.set()
-                return
-            try:
-                if frame.object_id == "":
-                    self._control(frame)
-                    continue
-                start = self._admit(frame)
-            except Exception as exc:
-                # A failure of this one frame (an initTLS function that raises, say) fails
-                # its call, never the reader.
-                log.exception("worker %d: cannot take frame %r", self.index, frame)
-                if frame.object_id != "":
-                    self._reply_exception(frame.seq, exc)
+            if not ready:
                 continue
+            with self._read_token:
+                start = self._take_pending()
             if start is None:
                 continue
             if not self.link.pending() and pool.hand_off(self._lead):
                 self._reading.active = False  # another thread reads now
-                try:
-                    start()
-                except Exception:
-                    log.exception("worker %d: error running a call", self.index)
+                self._run_calls(start)
                 return
             # More frames are already here (a burst of oneways), or every thread is busy:
             # the pool runs this call while the reader goes on.
-            pool.submit(start)
+            pool.submit(functools.partial(self._run_calls, start))
 
-    def _next_frame(self) -> Frame | None:
-        # The next frame of the link; None when, first, a lingering call's time was up.
-        if self._lingering and not self.link.pending():
-            now = time.monotonic()
-            deadlines = []
-            for mailbox in list(self._lingering):
-                deadline = mailbox.expire(now)
-                if deadline is None:
-                    self._lingering.discard(mailbox)
+    def _wait_for_frames(self) -> bool:
+        # Waits until the reader should read: True then. False when it was woken or a timer
+        # ran out (a lingering call's time, a look at the running calls), to look again.
+        with self._read_token:
+            timeout = self._expire_lingering()
+        if self.link.pending():
+            return True
+        _drain(self._wake_r)
+        # Set before the look at the calls: a call ending from now on wakes the reader.
+        self._reader_holds = True
+        now = time.monotonic()
+        look = self._computing(now)
+        if look is None:
+            self._reader_holds = False
+            if self.link.pending():  # (decoded by a thread whose call ended: see _after_call)
+                return True
+            ready = self._link_or_wake.select(timeout)
+            return any(key.fd != self._wake_r for key, _events in ready)
+        linger = pyroact.config.PYRO_WORKER_LINGER
+        due = self._link_emptied + linger
+        if due <= now:
+            if self._readable_now():
+                # It may have waited that long: read it, computing call or not.
+                self._reader_holds = False
+                return True
+            self._link_emptied, due = now, now + linger
+        wait = min(look, due - now, 1.0)  # (a linger of hours: see above)
+        self._wake_only.select(wait if timeout is None else min(wait, timeout))
+        self._reader_holds = False
+        return False
+
+    def _computing(self, now: float) -> float | None:
+        # Whether the reader should hold off: None when no running call computes; otherwise
+        # how long until it looks again (a call that just started cannot be told yet).
+        linger = pyroact.config.PYRO_WORKER_LINGER
+        if linger <= 0 or not CAN_LINGER or not self._calls:
+            return None
+        look = None
+        for running in list(self._calls.values()):
+            state = running.state(now)
+            if state == BUSY:
+                return float(linger)
+            if state == UNKNOWN:
+                look = BUSY_MIN_SAMPLE
+        return look
+
+    def _expire_lingering(self) -> float | None:
+        # Called with the read token held: starts the lingering calls whose time is up, and
+        # says how long until the next one (at most a second at a time: a linger of hours
+        # must not overflow the wait), or None when no call lingers.
+        if not self._lingering:
+            return None
+        now = time.monotonic()
+        deadlines = []
+        for mailbox in list(self._lingering):
+            deadline = mailbox.expire(now)
+            if deadline is None:
+                self._lingering.discard(mailbox)
+            else:
+                deadlines.append(deadline)
+        if not deadlines:
+            return None
+        return min(max(0.0, min(deadlines) - now), 1.0)
+
+    def _readable_now(self) -> bool:
+        return self.link.pending() or bool(self._link_only.select(0))
+
+    def _take_pending(self) -> Task | None:
+        # Called with the read token held: acts on the frames that have arrived, in order, up
+        # to the first call that starts now, and returns what starts it.
+        for _ in range(FRAMES_PER_TAKE):
+            if self._closed.is_set():
+                return None
+            if not self._readable_now():
+                self._link_emptied = time.monotonic()
+                return None
+            start = self._take(self._recv_frame())
+            if start is not None:
+                return start
+        return None
+
+    def _recv_frame(self) -> Frame:
+        try:
+            return self.link.recv_frame()
+        except PyroError:
+            os._exit(0)  # the parent is gone: share its fate at once
+
+    def _take(self, frame: Frame) -> Task | None:
+        # Called with the read token held: acts on one frame; returns what starts the call it
+        # admitted when that call starts now.
+        if frame.msg_type == spec.MSG_CLOSE:
+            self._closed.set()
+            self._wake_reader()
+            return None
+        try:
+            if frame.object_id == "":
+                self._control(frame)
+                return None
+            return self._admit(frame)
+        except Exception as exc:
+            # A failure of this one frame (an initTLS function that raises, say) fails its
+            # call, never the thread that read it.
+            log.exception("worker %d: cannot take frame %r", self.index, frame)
+            if frame.object_id != "":
+                self._reply_exception(frame.seq, exc)
+            return None
+
+    def _submit_calls(self, start: Task) -> None:
+        self.pool.submit(functools.partial(self._run_calls, start))
+
+    def _run_calls(self, start: Task) -> None:
+        # Runs a call (and whatever its mailbox runs after it on this thread), then the calls
+        # that arrived meanwhile while the reader holds off (see the module docstring).
+        next_start: Task | None = start
+        while next_start is not None:
+            try:
+                next_start()
+            except Exception:
+                log.exception("worker %d: error running a call", self.index)
+            next_start = self._after_call()
+
+    def _after_call(self) -> Task | None:
+        # On the thread whose call just ended: while the reader holds off, take what arrived
+        # and return what starts the next call, to run here. Wakes the reader when it should
+        # look again: nothing computes any more, or the frames taken changed its timers.
+        if not self._reader_holds:
+            return None
+        start, took = None, False
+        if self._read_token.acquire(blocking=False):
+            try:
+                self._reading.active = True
+                took = self._readable_now()
+                if took:
+                    start = self._take_pending()
+                    if start is not None and not self._readable_now():
+                        self._link_emptied = time.monotonic()
                 else:
-                    deadlines.append(deadline)
-            if deadlines:
-                # (at most a second at a time: a linger of hours must not overflow the wait)
-                wait = min(max(0.0, min(deadlines) - now), 1.0)
-                if not self._link_ready.select(wait):
-                    return None
-        return self.link.recv_frame()
+                    self._link_emptied = time.monotonic()
+            finally:
+                self._reading.active = False
+                self._read_token.release()
+        if start is not None:
+            self.taken_after_call += 1
+            if self.link.pending() and not self._reader_holds:
+                # Decoded frames the reader's wait on the link would not see: it has just
+                # stopped holding off (a reader that holds off looks at them in time).
+                self._wake_reader()
+            return start
+        if took or self._computing(time.monotonic()) is None:
+            self._wake_reader()
+        return None
+
+    def _wake_reader(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes it as well
+            os.write(self._wake_w, b"w")
+
+    def _call_blocks(self, blocked: bool) -> None:
+        # A pool thread waits for a nested remote call (or goes on): while it waits its call
+        # does not compute, and the frame it waits for may come on the link.
+        running = self._calls.get(threading.get_ident())
+        if running is not None:
+            running.blocked = blocked
+        if blocked and self._reader_holds:
+            self._wake_reader()
 
     def _admit(self, frame: Frame) -> Task | None:
         # Puts the call in its object's mailbox (in arrival order) and returns what runs it
@@ -383,10 +553,17 @@ class WorkerDaemon:
         lingering = entry.mailbox.linger > 0
 
         def run() -> None:
-            if lingering:
-                wall0, cpu0 = time.monotonic(), time.thread_time()
+            ident = threading.get_ident()
+            running = self._calls[ident] = RunningCall()
+            try:
+                reply(running)
+            finally:
+                if self._calls.get(ident) is running:
+                    del self._calls[ident]
+
+        def reply(running: RunningCall) -> None:
             outcome = core.execute_call(entry, frame, tls, pyroact.config)
-            computed = lingering and _computed(wall0, cpu0)
+            computed = lingering and running.state(time.monotonic()) == BUSY
             if oneway:
                 if frame.seq:  # the parent waits for the end of this oneway call
                     self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
@@ -600,14 +777,21 @@ class WorkerDaemon:
             "pid": os.getpid(),
             "threads": self.pool.threads,
             "direct_replies": self.direct_replies,
+            "taken_after_call": self.taken_after_call,
             "objects": objects,
         }
 
 
-def _computed(wall0: float, cpu0: float) -> bool:
-    # Whether the call that started then was busy on the CPU (as the mailbox judges it).
-    wall = time.monotonic() - wall0
-    return wall >= BUSY_MIN_SAMPLE and time.thread_time() - cpu0 >= BUSY_CPU_SHARE * wall
+def _selector(*fds: int) -> selectors.BaseSelector:
+    selector = selectors.DefaultSelector()
+    for fd in fds:
+        selector.register(fd, selectors.EVENT_READ)
+    return selector
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        os.read(fd, 4096)
 
 
 def _size(segments: Sequence[Any]) -> int:

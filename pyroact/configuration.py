@@ -341,7 +341,8 @@ CONFIG_ITEMS: Final[tuple[ConfigItem, ...]] = (
                "capacity of each object's bounded actor mailbox", minimum=1),
     ConfigItem("PYRO_WORKER_LINGER", float, 0.02,
                "process mode: seconds a call to an ObjBase waits for a call of the same "
-               "object that is busy on the CPU before running beside it (0 = never waits)",
+               "object that is busy on the CPU before running beside it, and the longest a "
+               "frame stays unread on a worker's link while a call computes (0 = never waits)",
                minimum=0),
     ConfigItem("PYRO_WORKER_NOTICES", bool, False,
                "process mode: a worker that answers a call on the client's socket also sends "

@@ -92,6 +92,31 @@ class Worker(ObjBase):
         burn(seconds)
         return wait_for_file(path, timeout)
 
+    def burn_marked(self, path: str, seconds: float) -> tuple[float, float]:
+        """Create ``path`` (the call has started), burn CPU for ``seconds``; (start, end)."""
+        Path(path).touch()
+        return self.timed_burn(seconds)
+
+    def burn_then_call(self, seconds: float, uri: Any, value: Any) -> tuple[Any, float]:
+        """Burn CPU, then call ``echo(value)`` on ``uri``: (its result, seconds it took)."""
+        from pyroact.core import DynamicProxy
+
+        burn(seconds)
+        proxy = DynamicProxy(uri)
+        try:
+            start = time.monotonic()
+            result = proxy.echo(value)
+            return result, time.monotonic() - start
+        finally:
+            proxy._release()
+
+    def burn_then_connect(self, seconds: float) -> float:
+        """Burn CPU, then host a new object here; the seconds the ``connect()`` took."""
+        burn(seconds)
+        start = time.monotonic()
+        self.getDaemon().connect(Worker())
+        return time.monotonic() - start
+
     def touch(self, path: str) -> None:
         Path(path).touch()
 
@@ -220,3 +245,7 @@ class FileHolder(ObjBase):
         self.file.flush()
         self.file.seek(0)
         return self.file.read(), os.getpid()
+
+
+class SyncWorker(SynchronizedObjBase, Worker):
+    """``Worker`` as a SynchronizedObjBase: one call at a time."""
