@@ -40,6 +40,7 @@ __all__ = [
     "ThreadPool",
     "blocking",
     "in_pool_thread",
+    "work_done",
 ]
 
 log = logging.getLogger("pyroact.system")
@@ -49,6 +50,10 @@ Submit = Callable[[Task], None]
 
 # The pool that runs the current thread's task (unset outside pool threads).
 _worker = threading.local()
+# Pool threads inside blocking() now, by thread id: their calls wait, they do not compute.
+_waiting_threads: set[int] = set()
+# Threads whose running call has done its work (see work_done()): it only sends its reply.
+_done_threads: set[int] = set()
 
 # Lingering needs each running call's thread CPU time (POSIX thread CPU clocks).
 CAN_LINGER = hasattr(time, "pthread_getcpuclockid")
@@ -84,18 +89,29 @@ def blocking() -> Iterator[None]:
         Nothing.
     """
     pool: ThreadPool | None = getattr(_worker, "pool", None)
-    if pool is None:
+    ident = threading.get_ident()
+    if pool is None or ident in _waiting_threads:  # (not a pool thread, or already inside)
         yield
         return
     pool._enter_blocking()
-    if pool.on_blocking is not None:
-        pool.on_blocking(True)
     try:
+        _waiting_threads.add(ident)
+        if pool.on_blocking is not None:
+            pool.on_blocking()
         yield
     finally:
-        if pool.on_blocking is not None:
-            pool.on_blocking(False)
+        _waiting_threads.discard(ident)
         pool._exit_blocking()
+
+
+def work_done() -> None:
+    """Say that the current thread's call has done its work and only sends its reply now.
+
+    From then on the call counts as idle (see :class:`RunningCall`): the next call of the
+    object may arrive before this one's task has returned (its client has the reply), and
+    must not wait for it.
+    """
+    _done_threads.add(threading.get_ident())
 
 
 def _run_logged(task: Task) -> None:
@@ -165,9 +181,9 @@ class ThreadPool:
         self._waking = 0  # threads woken or started that have not arrived yet
         self._started = 0
         self._closed = False
-        # Told (True, then False) when a task of the pool waits inside blocking() and when it
-        # goes on: a process-mode worker then stops counting that call as computing.
-        self.on_blocking: Callable[[bool], None] | None = None
+        # Called when a task of the pool starts waiting inside blocking(): a process-mode
+        # worker's link reader may hold the frame it waits for.
+        self.on_blocking: Callable[[], None] | None = None
 
     @property
     def threads(self) -> int:
@@ -357,21 +373,28 @@ class RunningCall:
     so does a process-mode worker, whose link reader leaves frames to the end of a computing
     call (see :mod:`pyroact._worker`).
 
-    Attributes:
-        blocked: the call waits for a nested remote call now (it counts as idle).
+    A call whose thread waits inside :func:`blocking` (a nested remote call, a worker's wait
+    for the daemon's confirmation) counts as idle while it waits, and so does one that has
+    said :func:`work_done`.
     """
 
-    __slots__ = ("blocked", "clock", "cpu0", "wall0")
+    __slots__ = ("clock", "cpu0", "ident", "wall0")
 
     def __init__(self) -> None:
         self.wall0 = time.monotonic()
-        self.blocked = False
+        self.ident = threading.get_ident()
+        _done_threads.discard(self.ident)  # a new call on this thread: not done yet
         try:
-            self.clock: int | None = time.pthread_getcpuclockid(threading.get_ident())
+            self.clock: int | None = time.pthread_getcpuclockid(self.ident)
             self.cpu0 = time.clock_gettime(self.clock)
         except (OSError, AttributeError):
             # No CPU clock for this thread (or none on this platform): never holds calls back.
             self.clock, self.cpu0 = None, 0.0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the call waits inside :func:`blocking` now."""
+        return self.ident in _waiting_threads
 
     def state(self, now: float) -> int:
         """``BUSY`` (on the CPU), ``IDLE`` (mostly waiting) or ``UNKNOWN`` (just started).
@@ -382,7 +405,7 @@ class RunningCall:
         Returns:
             One of ``BUSY``, ``IDLE`` and ``UNKNOWN``.
         """
-        if self.clock is None or self.blocked:
+        if self.clock is None or self.ident in _waiting_threads or self.ident in _done_threads:
             return IDLE
         wall = now - self.wall0
         if wall < BUSY_MIN_SAMPLE:
@@ -475,8 +498,13 @@ class Mailbox:
         if start is not None:
             self._submit(start)
 
-    def admit(self, task: Task) -> Task | None:
+    def admit(self, task: Task, *, linger: bool = True) -> Task | None:
         """Add a call in order, returning what must run now instead of submitting it.
+
+        Args:
+            task: runs the call and reports its outcome itself.
+            linger: False for a call that already waited its linger time elsewhere (on a
+                worker's link): it starts at once beside a busy call.
 
         Returns:
             The task that starts the call (or drains a serial mailbox), for the caller to run
@@ -502,6 +530,8 @@ class Mailbox:
                 return start
             if not self.linger:
                 return lambda: self._run_one(task)
+            if not linger and not self._waiting:
+                return functools.partial(self._run_lingering, task)
             now = time.monotonic()
             deadline = now + self.linger
             if self._waiting:  # behind the calls already waiting, in arrival order

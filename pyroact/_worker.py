@@ -36,6 +36,7 @@ import logging
 import os
 import pickle
 import queue
+import select
 import selectors
 import socket
 import sys
@@ -53,6 +54,7 @@ from ._mailbox import (
     BUSY,
     BUSY_MIN_SAMPLE,
     CAN_LINGER,
+    IDLE,
     UNKNOWN,
     Mailbox,
     RunningCall,
@@ -157,6 +159,9 @@ class WorkerDaemon:
         # The calls running now, by thread, to tell whether one computes (see the docstring).
         self._calls: dict[int, RunningCall] = {}
         self._reader_holds = False  # the reader leaves the link to the ends of calls now
+        # Whether the reader's last wait held off: it then goes on holding off for a call that
+        # has only just started (only the reader touches it).
+        self._held = False
         # When a reader last found the link empty: whatever waits on it arrived later, and is
         # read by then + PYRO_WORKER_LINGER at the latest, computing call or not.
         self._link_emptied = 0.0
@@ -166,7 +171,11 @@ class WorkerDaemon:
         # (selectors: any descriptor number, unlike select())
         self._link_only = _selector(link.fileno())
         self._link_or_wake = _selector(link.fileno(), self._wake_r)
-        self._wake_only = _selector(self._wake_r)
+        # While holding off: the wake pipe, and the link only for a hang-up (the parent gone).
+        self._hold_poll = select.poll()
+        self._hold_poll.register(self._wake_r, select.POLLIN)
+        self._hold_poll.register(link.fileno(), getattr(select, "POLLRDHUP", 0))
+        self._overdue = False  # the frames the reader reads next waited their linger time
         self.pool.on_blocking = self._call_blocks
 
     # -- link ----------------------------------------------------------------------------------
@@ -353,7 +362,8 @@ class WorkerDaemon:
             if not ready:
                 continue
             with self._read_token:
-                start = self._take_pending()
+                start = self._take_pending(overdue=self._overdue)
+            self._overdue = False
             if start is None:
                 continue
             if not self.link.pending() and pool.hand_off(self._lead):
@@ -362,53 +372,77 @@ class WorkerDaemon:
                 return
             # More frames are already here (a burst of oneways), or every thread is busy:
             # the pool runs this call while the reader goes on.
-            pool.submit(functools.partial(self._run_calls, start))
+            try:
+                pool.submit(functools.partial(self._run_calls, start))
+            except RuntimeError:
+                # The pool is shutting down (a thread whose call ended took CLOSE) or cannot
+                # start a thread: the call was admitted, so it runs here.
+                self._run_calls(start)
 
     def _wait_for_frames(self) -> bool:
         # Waits until the reader should read: True then. False when it was woken or a timer
         # ran out (a lingering call's time, a look at the running calls), to look again.
+        _drain(self._wake_r)  # first: a wake-up from now on is seen by the waits below
+        if self._closed.is_set():
+            return False
         with self._read_token:
             timeout = self._expire_lingering()
         if self.link.pending():
             return True
-        _drain(self._wake_r)
-        # Set before the look at the calls: a call ending from now on wakes the reader.
+        # Set before the look at the calls: a call ending from now on wakes the reader. (Other
+        # threads read it without a lock; a stale value only costs or saves a wake-up, since
+        # the reader looks at the link and the calls again after every wait.)
         self._reader_holds = True
         now = time.monotonic()
-        look = self._computing(now)
-        if look is None:
-            self._reader_holds = False
-            if self.link.pending():  # (decoded by a thread whose call ended: see _after_call)
+        state = self._computing(now)
+        if state == IDLE or (state == UNKNOWN and not self._held):
+            # Watch the link. A call that has only just started may well be short: holding
+            # off for it would cost a wake-up at its end, for nothing.
+            self._reader_holds = self._held = False
+            if self._readable_now():  # (frames a thread whose call ended left: _after_call)
                 return True
+            self._link_emptied = now
             ready = self._link_or_wake.select(timeout)
-            return any(key.fd != self._wake_r for key, _events in ready)
+            if not any(key.fd != self._wake_r for key, _events in ready):
+                return False
+            # A frame arrived: hold off rather than read it if a call computes by now.
+            return self._computing(time.monotonic()) != BUSY
+        self._held = True
         linger = pyroact.config.PYRO_WORKER_LINGER
         due = self._link_emptied + linger
         if due <= now:
             if self._readable_now():
-                # It may have waited that long: read it, computing call or not.
+                # It may have waited that long: read it, computing call or not (and its call
+                # does not linger again in its mailbox).
                 self._reader_holds = False
+                self._overdue = True
                 return True
             self._link_emptied, due = now, now + linger
-        wait = min(look, due - now, 1.0)  # (a linger of hours: see above)
-        self._wake_only.select(wait if timeout is None else min(wait, timeout))
+        look = linger if state == BUSY else BUSY_MIN_SAMPLE
+        # At most a second at a time, as in _expire_lingering: a linger of hours must not
+        # overflow the wait.
+        wait = min(look, due - now, 1.0)
+        wait = wait if timeout is None else min(wait, timeout)
+        events = self._hold_poll.poll(max(0, int(wait * 1000) + 1))
         self._reader_holds = False
-        return False
+        return any(fd != self._wake_r for fd, _mask in events)  # hung up: read the EOF
 
-    def _computing(self, now: float) -> float | None:
-        # Whether the reader should hold off: None when no running call computes; otherwise
-        # how long until it looks again (a call that just started cannot be told yet).
-        linger = pyroact.config.PYRO_WORKER_LINGER
-        if linger <= 0 or not CAN_LINGER or not self._calls:
-            return None
-        look = None
-        for running in list(self._calls.values()):
+    def _computing(self, now: float) -> int:
+        # BUSY when a running call computes (the reader should hold off), else UNKNOWN when
+        # one has only just started, else IDLE: also when holding off is turned off, and
+        # when a call waits for something the link may bring (a nested call, a confirmation).
+        if not self._holds_off() or not self._calls or self._acks:
+            return IDLE
+        calls = list(self._calls.values())
+        if any(running.waiting for running in calls):
+            return IDLE
+        found = IDLE
+        for running in calls:
             state = running.state(now)
             if state == BUSY:
-                return float(linger)
-            if state == UNKNOWN:
-                look = BUSY_MIN_SAMPLE
-        return look
+                return BUSY
+            found = max(found, state)
+        return found
 
     def _expire_lingering(self) -> float | None:
         # Called with the read token held: starts the lingering calls whose time is up, and
@@ -431,16 +465,17 @@ class WorkerDaemon:
     def _readable_now(self) -> bool:
         return self.link.pending() or bool(self._link_only.select(0))
 
-    def _take_pending(self) -> Task | None:
+    def _take_pending(self, *, overdue: bool = False) -> Task | None:
         # Called with the read token held: acts on the frames that have arrived, in order, up
-        # to the first call that starts now, and returns what starts it.
+        # to the first call that starts now, and returns what starts it. ``overdue``: they
+        # waited their linger time on the link already.
         for _ in range(FRAMES_PER_TAKE):
             if self._closed.is_set():
                 return None
             if not self._readable_now():
                 self._link_emptied = time.monotonic()
                 return None
-            start = self._take(self._recv_frame())
+            start = self._take(self._recv_frame(), overdue)
             if start is not None:
                 return start
         return None
@@ -451,7 +486,7 @@ class WorkerDaemon:
         except PyroError:
             os._exit(0)  # the parent is gone: share its fate at once
 
-    def _take(self, frame: Frame) -> Task | None:
+    def _take(self, frame: Frame, overdue: bool = False) -> Task | None:
         # Called with the read token held: acts on one frame; returns what starts the call it
         # admitted when that call starts now.
         if frame.msg_type == spec.MSG_CLOSE:
@@ -462,7 +497,7 @@ class WorkerDaemon:
             if frame.object_id == "":
                 self._control(frame)
                 return None
-            return self._admit(frame)
+            return self._admit(frame, overdue)
         except Exception as exc:
             # A failure of this one frame (an initTLS function that raises, say) fails its
             # call, never the thread that read it.
@@ -485,6 +520,10 @@ class WorkerDaemon:
                 log.exception("worker %d: error running a call", self.index)
             next_start = self._after_call()
 
+    @staticmethod
+    def _holds_off() -> bool:
+        return CAN_LINGER and pyroact.config.PYRO_WORKER_LINGER > 0
+
     def _after_call(self) -> Task | None:
         # On the thread whose call just ended: while the reader holds off, take what arrived
         # and return what starts the next call, to run here. Wakes the reader when it should
@@ -492,7 +531,8 @@ class WorkerDaemon:
         if not self._reader_holds:
             return None
         start, took = None, False
-        if self._read_token.acquire(blocking=False):
+        # (Calls read earlier that wait for a thread go first: this thread takes them next.)
+        if not self.pool.has_queued() and self._read_token.acquire(blocking=False):
             try:
                 self._reading.active = True
                 took = self._readable_now()
@@ -506,13 +546,14 @@ class WorkerDaemon:
                 self._reading.active = False
                 self._read_token.release()
         if start is not None:
-            self.taken_after_call += 1
+            with self._lock:
+                self.taken_after_call += 1
             if self.link.pending() and not self._reader_holds:
                 # Decoded frames the reader's wait on the link would not see: it has just
                 # stopped holding off (a reader that holds off looks at them in time).
                 self._wake_reader()
             return start
-        if took or self._computing(time.monotonic()) is None:
+        if took or self._computing(time.monotonic()) == IDLE:
             self._wake_reader()
         return None
 
@@ -520,16 +561,13 @@ class WorkerDaemon:
         with contextlib.suppress(BlockingIOError):  # a full pipe wakes it as well
             os.write(self._wake_w, b"w")
 
-    def _call_blocks(self, blocked: bool) -> None:
-        # A pool thread waits for a nested remote call (or goes on): while it waits its call
-        # does not compute, and the frame it waits for may come on the link.
-        running = self._calls.get(threading.get_ident())
-        if running is not None:
-            running.blocked = blocked
-        if blocked and self._reader_holds:
+    def _call_blocks(self) -> None:
+        # A pool thread starts waiting for a nested remote call or a confirmation: the frame
+        # it waits for may come on the link, so the reader must not hold off now.
+        if self._reader_holds:
             self._wake_reader()
 
-    def _admit(self, frame: Frame) -> Task | None:
+    def _admit(self, frame: Frame, overdue: bool = False) -> Task | None:
         # Puts the call in its object's mailbox (in arrival order) and returns what runs it
         # now, if anything: the reader decides which thread that is.
         conn_id, client_seq, method = frame.method.split(":", 2)
@@ -553,6 +591,9 @@ class WorkerDaemon:
         lingering = entry.mailbox.linger > 0
 
         def run() -> None:
+            if not self._holds_off():
+                reply(None)
+                return
             ident = threading.get_ident()
             running = self._calls[ident] = RunningCall()
             try:
@@ -561,9 +602,10 @@ class WorkerDaemon:
                 if self._calls.get(ident) is running:
                     del self._calls[ident]
 
-        def reply(running: RunningCall) -> None:
+        def reply(running: RunningCall | None) -> None:
             outcome = core.execute_call(entry, frame, tls, pyroact.config)
-            computed = lingering and running.state(time.monotonic()) == BUSY
+            computed = lingering and running is not None and running.state(time.monotonic()) == BUSY
+            _mailbox.work_done()  # (after the look above: from now on the call counts as idle)
             if oneway:
                 if frame.seq:  # the parent waits for the end of this oneway call
                     self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
@@ -594,7 +636,7 @@ class WorkerDaemon:
 
         mailbox = entry.mailbox
         try:
-            start = mailbox.admit(run)
+            start = mailbox.admit(run, linger=not overdue)
         except BusyError as exc:
             self._reply_exception(frame.seq, exc)
             return None

@@ -110,6 +110,37 @@ class Worker(ObjBase):
         finally:
             proxy._release()
 
+    def wait_then_call(self, path: str, uri: Any, value: Any, timeout: float) -> tuple[Any, float]:
+        """Wait (idle) for ``path``, then call ``echo(value)`` on ``uri``: as burn_then_call."""
+        from pyroact.core import DynamicProxy
+
+        assert wait_for_file(path, timeout), f"{path} did not appear"
+        proxy = DynamicProxy(uri)
+        try:
+            start = time.monotonic()
+            result = proxy.echo(value)
+            return result, time.monotonic() - start
+        finally:
+            proxy._release()
+
+    def wait_then_connect(self, path: str, timeout: float) -> float:
+        """Wait (idle) for ``path``, then host a new object here; the seconds it took."""
+        assert wait_for_file(path, timeout), f"{path} did not appear"
+        start = time.monotonic()
+        self.getDaemon().connect(Worker())
+        return time.monotonic() - start
+
+    def burn_until(self, path: str, timeout: float) -> tuple[float, float]:
+        """Burn CPU until ``path`` exists (at most ``timeout`` s); (start, end)."""
+        start = time.monotonic()
+        while not os.path.exists(path) and time.monotonic() - start < timeout:
+            burn(0.001)
+        return start, time.monotonic()
+
+    def timed_echo(self, value: Any) -> tuple[Any, float]:
+        """``value`` and when the call ran (system-wide monotonic clock)."""
+        return value, time.monotonic()
+
     def burn_then_connect(self, seconds: float) -> float:
         """Burn CPU, then host a new object here; the seconds the ``connect()`` took."""
         burn(seconds)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -143,3 +145,153 @@ def test_without_linger_the_reader_never_holds_off() -> None:
             for p in proxies:
                 p._release()
         assert taken_after_call(d) == 0
+
+
+def start_in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run ``call`` in a new thread; the thread and the list its result (or error) goes to."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:  # reported by the assertion on the result
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("what", ["nested call", "connect"])
+def test_a_call_that_waits_for_the_link_is_served_while_another_call_computes(
+    tmp_path: Path, what: str
+) -> None:
+    # B waits (idle) for a gate, A then computes for 3 s, and B, released, makes a nested
+    # call into the same worker (or connects an object there, which waits for the daemon's
+    # confirmation). What B waits for comes over the link: the reader must read it now.
+    gate, started = str(tmp_path / "gate"), str(tmp_path / "started")
+    with one_worker(30.0, Worker, Worker, Worker) as (d, [a_uri, b_uri, c_uri]):
+        a, b = DynamicProxy(a_uri), DynamicProxy(b_uri)
+        try:
+            if what == "nested call":
+                waiter, out = start_in_thread(lambda: b.wait_then_call(gate, c_uri, 7, 20.0)[1])
+            else:
+                waiter, out = start_in_thread(lambda: b.wait_then_connect(gate, 20.0))
+            computing, _ = start_in_thread(lambda: a.burn_marked(started, 3.0))
+            wait_until(lambda: Path(started).exists(), timeout=10, what="the burn to start")
+            Path(gate).touch()
+            waiter.join(30)
+            computing.join(30)
+        finally:
+            a._release()
+            b._release()
+        assert isinstance(out[0], float), out
+        assert out[0] < 0.5, out
+
+
+def test_calls_queued_for_a_thread_go_before_later_frames(tmp_path: Path) -> None:
+    # One call thread: A computes; B arrives, is read and queued for the busy thread; C
+    # arrives just before A ends. B runs first, not C, which the ending thread could take.
+    gate = str(tmp_path / "gate")
+    with (
+        config_values(PYRO_THREADPOOL_SIZE=1),
+        one_worker(5.0, Worker, Worker, Worker) as (d, [a_uri, b_uri, c_uri]),
+    ):
+        assert d._router is not None
+        pool = d._router.pool
+
+        def forwarded(count: int) -> bool:  # calls the daemon has sent to the worker
+            return int(pool.stats()[0]["outstanding"]) >= count
+
+        a, b, c = DynamicProxy(a_uri), DynamicProxy(b_uri), DynamicProxy(c_uri)
+        try:
+            first, a_out = start_in_thread(lambda: a.burn_until(gate, 20.0))
+            wait_until(lambda: forwarded(1), what="A sent")
+            second, b_out = start_in_thread(lambda: b.timed_echo(1))
+            wait_until(lambda: forwarded(2), what="B sent")
+            d.getStats()  # asks the worker over the link, behind B: B has been read then
+            third, c_out = start_in_thread(lambda: c.timed_echo(2))
+            wait_until(lambda: forwarded(3), what="C sent")
+            Path(gate).touch()
+            for t in (first, second, third):
+                t.join(30)
+        finally:
+            for p in (a, b, c):
+                p._release()
+        assert a_out[0][1] < b_out[0][1] < c_out[0][1], (a_out, b_out, c_out)
+
+
+def test_the_reader_sees_a_wake_up_that_comes_while_it_looks() -> None:
+    # A thread whose call ended takes CLOSE and wakes the reader just as the reader starts
+    # looking at its conditions: the reader must not sleep through it.
+    from pyroact import _worker
+    from pyroact.transport import Channel
+
+    ours, parent = socket.socketpair()
+    worker = _worker.WorkerDaemon(
+        Channel(ours), host="127.0.0.1", port=1, index=0, count=1, name="t"
+    )
+    real_drain = _worker._drain
+    fired: list[bool] = []
+
+    def drain(fd: int) -> None:
+        if not fired:
+            fired.append(True)
+            worker._closed.set()
+            worker._wake_reader()
+        real_drain(fd)
+
+    looked = threading.Event()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_worker, "_drain", drain)
+            reader = threading.Thread(
+                target=lambda: (worker._wait_for_frames(), looked.set()), daemon=True
+            )
+            reader.start()
+            assert looked.wait(5.0), "the reader slept on with the worker closed"
+    finally:
+        parent.close()
+        worker.link.close()
+        reader.join(5)
+        worker.pool.shutdown(1.0)
+
+
+def test_a_worker_exits_at_once_when_its_parent_dies_during_a_computation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import ServerProcess
+    from test_procpool_faults import process_gone
+
+    from pyroact.core import PyroURI
+
+    started = str(tmp_path / "started")
+    monkeypatch.setenv("PYRO_WORKER_LINGER", "30")
+    with ServerProcess("procpool_server.py") as server:
+        proxy = DynamicProxy(PyroURI(server.uri))
+        try:
+            pid = proxy.pid()
+            computing, _ = start_in_thread(lambda: proxy.burn_marked(started, 6.0))
+            wait_until(lambda: Path(started).exists(), timeout=10, what="the burn to start")
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(10)
+            killed = time.monotonic()
+            wait_until(lambda: process_gone(pid), timeout=15, what="the worker to exit")
+            took = time.monotonic() - killed
+            computing.join(15)
+        finally:
+            proxy._release()
+    assert took < 1.0, took
+
+
+def test_back_to_back_calls_do_not_wait_for_the_previous_calls_tail() -> None:
+    # The client has its reply (and sends the next call) while the worker's thread still
+    # finishes the call's task; that tail neither computes nor holds the next call back.
+    with one_worker(2.0, Worker) as (d, [uri]):
+        proxy = DynamicProxy(uri)
+        try:
+            for i in range(200):
+                assert proxy.echo(i) == i
+        finally:
+            proxy._release()
+        assert d.getStats()["workers"][0]["objects"][uri.objectID]["lingered"] == 0
