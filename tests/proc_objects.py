@@ -36,6 +36,19 @@ def wait_for_file(path: str, timeout: float) -> bool:
     return False
 
 
+def timed_echo_call(uri: Any, value: Any) -> tuple[Any, float]:
+    """Call ``echo(value)`` on ``uri`` (from inside a server call): (its result, seconds)."""
+    from pyroact.core import DynamicProxy
+
+    proxy = DynamicProxy(uri)
+    try:
+        start = time.monotonic()
+        result = proxy.echo(value)
+        return result, time.monotonic() - start
+    finally:
+        proxy._release()
+
+
 def init_tls(tls: Any) -> None:
     """A module-level TLS initialiser (picklable by reference, so workers can run it)."""
     tls.init_count = getattr(tls, "init_count", 0) + 1
@@ -99,29 +112,13 @@ class Worker(ObjBase):
 
     def burn_then_call(self, seconds: float, uri: Any, value: Any) -> tuple[Any, float]:
         """Burn CPU, then call ``echo(value)`` on ``uri``: (its result, seconds it took)."""
-        from pyroact.core import DynamicProxy
-
         burn(seconds)
-        proxy = DynamicProxy(uri)
-        try:
-            start = time.monotonic()
-            result = proxy.echo(value)
-            return result, time.monotonic() - start
-        finally:
-            proxy._release()
+        return timed_echo_call(uri, value)
 
     def wait_then_call(self, path: str, uri: Any, value: Any, timeout: float) -> tuple[Any, float]:
         """Wait (idle) for ``path``, then call ``echo(value)`` on ``uri``: as burn_then_call."""
-        from pyroact.core import DynamicProxy
-
         assert wait_for_file(path, timeout), f"{path} did not appear"
-        proxy = DynamicProxy(uri)
-        try:
-            start = time.monotonic()
-            result = proxy.echo(value)
-            return result, time.monotonic() - start
-        finally:
-            proxy._release()
+        return timed_echo_call(uri, value)
 
     def wait_then_connect(self, path: str, timeout: float) -> float:
         """Wait (idle) for ``path``, then host a new object here; the seconds it took."""
