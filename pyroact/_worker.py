@@ -33,11 +33,11 @@ import argparse
 import contextlib
 import functools
 import logging
+import math
 import os
 import pickle
 import queue
 import select
-import selectors
 import socket
 import sys
 import threading
@@ -168,13 +168,14 @@ class WorkerDaemon:
         self._wake_r, self._wake_w = os.pipe()  # wakes the reader (see _wake_reader)
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        # (selectors: any descriptor number, unlike select())
-        self._link_only = _selector(link.fileno())
-        self._link_or_wake = _selector(link.fileno(), self._wake_r)
+        self._woken = False  # a wake-up is in the pipe (or on its way)
+        # (poll: any descriptor number, unlike select())
+        self._link_only = _poller((link.fileno(), select.POLLIN))
+        self._link_or_wake = _poller((link.fileno(), select.POLLIN), (self._wake_r, select.POLLIN))
         # While holding off: the wake pipe, and the link only for a hang-up (the parent gone).
-        self._hold_poll = select.poll()
-        self._hold_poll.register(self._wake_r, select.POLLIN)
-        self._hold_poll.register(link.fileno(), getattr(select, "POLLRDHUP", 0))
+        self._hold_poll = _poller(
+            (self._wake_r, select.POLLIN), (link.fileno(), getattr(select, "POLLRDHUP", 0))
+        )
         self._overdue = False  # the frames the reader reads next waited their linger time
         self.pool.on_blocking = self._call_blocks
 
@@ -382,11 +383,15 @@ class WorkerDaemon:
     def _wait_for_frames(self) -> bool:
         # Waits until the reader should read: True then. False when it was woken or a timer
         # ran out (a lingering call's time, a look at the running calls), to look again.
-        _drain(self._wake_r)  # first: a wake-up from now on is seen by the waits below
+        if self._woken:  # first: a wake-up from now on is seen by the waits below
+            self._woken = False
+            _drain(self._wake_r)
         if self._closed.is_set():
             return False
-        with self._read_token:
-            timeout = self._expire_lingering()
+        timeout = None
+        if self._lingering:  # (a thread that adds one wakes the reader)
+            with self._read_token:
+                timeout = self._expire_lingering()
         if self.link.pending():
             return True
         # Set before the look at the calls: a call ending from now on wakes the reader. (Other
@@ -402,8 +407,8 @@ class WorkerDaemon:
             if self._readable_now():  # (frames a thread whose call ended left: _after_call)
                 return True
             self._link_emptied = now
-            ready = self._link_or_wake.select(timeout)
-            if not any(key.fd != self._wake_r for key, _events in ready):
+            ready = self._link_or_wake.poll(None if timeout is None else _ms(timeout))
+            if not any(fd != self._wake_r for fd, _events in ready):
                 return False
             # A frame arrived: hold off rather than read it if a call computes by now.
             return self._computing(time.monotonic()) != BUSY
@@ -423,7 +428,7 @@ class WorkerDaemon:
         # overflow the wait.
         wait = min(look, due - now, 1.0)
         wait = wait if timeout is None else min(wait, timeout)
-        events = self._hold_poll.poll(max(0, int(wait * 1000) + 1))
+        events = self._hold_poll.poll(_ms(wait))
         self._reader_holds = False
         return any(fd != self._wake_r for fd, _mask in events)  # hung up: read the EOF
 
@@ -463,7 +468,7 @@ class WorkerDaemon:
         return min(max(0.0, min(deadlines) - now), 1.0)
 
     def _readable_now(self) -> bool:
-        return self.link.pending() or bool(self._link_only.select(0))
+        return self.link.pending() or bool(self._link_only.poll(0))
 
     def _take_pending(self, *, overdue: bool = False) -> Task | None:
         # Called with the read token held: acts on the frames that have arrived, in order, up
@@ -558,6 +563,7 @@ class WorkerDaemon:
         return None
 
     def _wake_reader(self) -> None:
+        self._woken = True
         with contextlib.suppress(BlockingIOError):  # a full pipe wakes it as well
             os.write(self._wake_w, b"w")
 
@@ -824,11 +830,16 @@ class WorkerDaemon:
         }
 
 
-def _selector(*fds: int) -> selectors.BaseSelector:
-    selector = selectors.DefaultSelector()
-    for fd in fds:
-        selector.register(fd, selectors.EVENT_READ)
-    return selector
+def _poller(*watched: tuple[int, int]) -> select.poll:
+    poller = select.poll()
+    for fd, events in watched:
+        poller.register(fd, events)
+    return poller
+
+
+def _ms(seconds: float) -> int:
+    # A poll() timeout: whole milliseconds, rounded up (a wait never ends early).
+    return max(0, math.ceil(seconds * 1000))
 
 
 def _drain(fd: int) -> None:

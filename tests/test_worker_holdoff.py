@@ -241,6 +241,7 @@ def test_the_reader_sees_a_wake_up_that_comes_while_it_looks() -> None:
             worker._wake_reader()
         real_drain(fd)
 
+    worker._wake_reader()  # a wake-up is pending: the reader starts by draining the pipe
     looked = threading.Event()
     try:
         with pytest.MonkeyPatch.context() as mp:
