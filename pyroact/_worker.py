@@ -170,7 +170,8 @@ class WorkerDaemon:
         os.set_blocking(self._wake_w, False)
         self._woken = False  # a wake-up is in the pipe (or on its way)
         # (poll: any descriptor number, unlike select())
-        self._link_only = _poller((link.fileno(), select.POLLIN))
+        # A poll object serves one thread at a time: each thread that looks has its own.
+        self._link_only = threading.local()
         self._link_or_wake = _poller((link.fileno(), select.POLLIN), (self._wake_r, select.POLLIN))
         # While holding off: the wake pipe, and the link only for a hang-up (the parent gone).
         self._hold_poll = _poller(
@@ -468,7 +469,12 @@ class WorkerDaemon:
         return min(max(0.0, min(deadlines) - now), 1.0)
 
     def _readable_now(self) -> bool:
-        return self.link.pending() or bool(self._link_only.poll(0))
+        if self.link.pending():
+            return True
+        poller = getattr(self._link_only, "poller", None)
+        if poller is None:
+            poller = self._link_only.poller = _poller((self.link.fileno(), select.POLLIN))
+        return bool(poller.poll(0))
 
     def _take_pending(self, *, overdue: bool = False) -> Task | None:
         # Called with the read token held: acts on the frames that have arrived, in order, up

@@ -296,3 +296,34 @@ def test_back_to_back_calls_do_not_wait_for_the_previous_calls_tail() -> None:
         finally:
             proxy._release()
         assert d.getStats()["workers"][0]["objects"][uri.objectID]["lingered"] == 0
+
+
+def test_threads_may_look_at_the_link_at_the_same_time() -> None:
+    # The reader and threads whose calls end look at the link without the read token.
+    from pyroact import _worker
+    from pyroact.transport import Channel
+
+    ours, parent = socket.socketpair()
+    worker = _worker.WorkerDaemon(
+        Channel(ours), host="127.0.0.1", port=1, index=0, count=1, name="t"
+    )
+    errors: list[BaseException] = []
+
+    def look() -> None:
+        try:
+            for _ in range(20_000):
+                assert not worker._readable_now()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=look) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        parent.close()
+        worker.link.close()
+        worker.pool.shutdown(1.0)
+    assert not errors, errors
