@@ -208,6 +208,7 @@ class WorkerDaemon:
         )
         if done is None:
             return
+        self._call_blocks()  # (from any thread: while an ack is awaited the reader reads)
         with _mailbox.blocking():  # this call computes no more: the reader must read the ack
             confirmed = done.wait(ACK_TIMEOUT)
         if not confirmed:
@@ -365,7 +366,8 @@ class WorkerDaemon:
                 continue
             with self._read_token:
                 start = self._take_pending(overdue=self._overdue)
-            self._overdue = False
+            # Frames decoded with the overdue ones were on the link as long: overdue too.
+            self._overdue = self._overdue and self.link.pending()
             if start is None:
                 continue
             if not self.link.pending() and pool.hand_off(self._lead):
@@ -390,7 +392,7 @@ class WorkerDaemon:
         if self._closed.is_set():
             return False
         timeout = None
-        if self._lingering:  # (a thread that adds one wakes the reader)
+        if self._lingering:  # (a thread that adds one wakes the reader: see _after_call)
             with self._read_token:
                 timeout = self._expire_lingering()
         if self.link.pending():
@@ -398,7 +400,7 @@ class WorkerDaemon:
         # Set before the look at the calls: a call ending from now on wakes the reader. (Other
         # threads read it without a lock; a stale value only costs or saves a wake-up, since
         # the reader looks at the link and the calls again after every wait.)
-        self._reader_holds = True
+        self._reader_holds = self._holds_off()
         now = time.monotonic()
         state = self._computing(now)
         if state == IDLE or (state == UNKNOWN and not self._held):
@@ -409,10 +411,12 @@ class WorkerDaemon:
                 return True
             self._link_emptied = now
             ready = self._link_or_wake.poll(None if timeout is None else _ms(timeout))
-            if not any(fd != self._wake_r for fd, _events in ready):
+            if not self._link_in(ready):
                 return False
-            # A frame arrived: hold off rather than read it if a call computes by now.
-            return self._computing(time.monotonic()) != BUSY
+            # A frame arrived: hold off rather than read it if a call computes by now. (The
+            # link was empty until now: the linger of what arrived starts now.)
+            self._link_emptied = time.monotonic()
+            return self._computing(self._link_emptied) != BUSY
         self._held = True
         linger = pyroact.config.PYRO_WORKER_LINGER
         due = self._link_emptied + linger
@@ -431,7 +435,19 @@ class WorkerDaemon:
         wait = wait if timeout is None else min(wait, timeout)
         events = self._hold_poll.poll(_ms(wait))
         self._reader_holds = False
-        return any(fd != self._wake_r for fd, _mask in events)  # hung up: read the EOF
+        return self._link_in(events)  # hung up: read the EOF
+
+    def _link_in(self, events: list[tuple[int, int]]) -> bool:
+        # Whether a poll's events include the link's. A readable wake pipe is drained by the
+        # next wait, whatever _woken says now (a wake-up can set it just before the drain
+        # and write just after).
+        link = False
+        for fd, _mask in events:
+            if fd == self._wake_r:
+                self._woken = True
+            else:
+                link = True
+        return link
 
     def _computing(self, now: float) -> int:
         # BUSY when a running call computes (the reader should hold off), else UNKNOWN when
@@ -541,14 +557,17 @@ class WorkerDaemon:
         # look again: nothing computes any more, or the frames taken changed its timers.
         if not self._reader_holds:
             return None
-        start, took = None, False
+        start, took, lingered = None, False, False
         # (Calls read earlier that wait for a thread go first: this thread takes them next.)
         if not self.pool.has_queued() and self._read_token.acquire(blocking=False):
             try:
                 self._reading.active = True
                 took = self._readable_now()
                 if took:
+                    lingering = len(self._lingering)
                     start = self._take_pending()
+                    # (A call left lingering has a deadline the reader must watch.)
+                    lingered = len(self._lingering) > lingering
                     if start is not None and not self._readable_now():
                         self._link_emptied = time.monotonic()
                 else:
@@ -559,7 +578,7 @@ class WorkerDaemon:
         if start is not None:
             with self._lock:
                 self.taken_after_call += 1
-            if self.link.pending() and not self._reader_holds:
+            if lingered or (self.link.pending() and not self._reader_holds):
                 # Decoded frames the reader's wait on the link would not see: it has just
                 # stopped holding off (a reader that holds off looks at them in time).
                 self._wake_reader()
@@ -574,7 +593,7 @@ class WorkerDaemon:
             os.write(self._wake_w, b"w")
 
     def _call_blocks(self) -> None:
-        # A pool thread starts waiting for a nested remote call or a confirmation: the frame
+        # A thread starts waiting for a nested remote call or a confirmation: the frame
         # it waits for may come on the link, so the reader must not hold off now.
         if self._reader_holds:
             self._wake_reader()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import signal
 import socket
 import threading
@@ -23,7 +24,9 @@ import pytest
 from helpers import config_values, serving, wait_until
 from proc_objects import SyncWorker, Worker
 
+from pyroact import _worker
 from pyroact.core import Daemon, DynamicProxy
+from pyroact.transport import Channel
 
 pytestmark = pytest.mark.procpool
 
@@ -60,6 +63,33 @@ def calls_in_parallel(*calls: Any) -> list[Any]:
 
 def proxies_to(uri: Any, count: int) -> list[DynamicProxy]:
     return [DynamicProxy(uri) for _ in range(count)]
+
+
+@contextmanager
+def linked_worker() -> Iterator[tuple[_worker.WorkerDaemon, socket.socket]]:
+    """A WorkerDaemon in this process on one end of a socket pair, and the other end.
+
+    On the way out the worker is closed (a reader started on it returns) and both ends too.
+    """
+    ours, parent = socket.socketpair()
+    worker = _worker.WorkerDaemon(
+        Channel(ours), host="127.0.0.1", port=1, index=0, count=1, name="t"
+    )
+    try:
+        yield worker, parent
+    finally:
+        worker._closed.set()
+        worker._wake_reader()
+        worker.pool.shutdown(1.0)
+        parent.close()
+        worker.link.close()
+
+
+def start_reader(worker: _worker.WorkerDaemon) -> threading.Event:
+    """Start reading the worker's link on a thread of its own; set when the reader returns."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (worker._read_link(), done.set()), daemon=True).start()
+    return done
 
 
 @pytest.mark.parametrize("cls", [SyncWorker, Worker], ids=["SynchronizedObjBase", "ObjBase"])
@@ -224,38 +254,22 @@ def test_calls_queued_for_a_thread_go_before_later_frames(tmp_path: Path) -> Non
 def test_the_reader_sees_a_wake_up_that_comes_while_it_looks() -> None:
     # A thread whose call ended takes CLOSE and wakes the reader just as the reader starts
     # looking at its conditions: the reader must not sleep through it.
-    from pyroact import _worker
-    from pyroact.transport import Channel
+    with linked_worker() as (worker, _parent):
+        real_drain = _worker._drain
+        fired: list[bool] = []
 
-    ours, parent = socket.socketpair()
-    worker = _worker.WorkerDaemon(
-        Channel(ours), host="127.0.0.1", port=1, index=0, count=1, name="t"
-    )
-    real_drain = _worker._drain
-    fired: list[bool] = []
+        def drain(fd: int) -> None:
+            if not fired:
+                fired.append(True)
+                worker._closed.set()
+                worker._wake_reader()
+            real_drain(fd)
 
-    def drain(fd: int) -> None:
-        if not fired:
-            fired.append(True)
-            worker._closed.set()
-            worker._wake_reader()
-        real_drain(fd)
-
-    worker._wake_reader()  # a wake-up is pending: the reader starts by draining the pipe
-    looked = threading.Event()
-    try:
+        worker._wake_reader()  # a wake-up is pending: the reader starts by draining the pipe
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(_worker, "_drain", drain)
-            reader = threading.Thread(
-                target=lambda: (worker._wait_for_frames(), looked.set()), daemon=True
-            )
-            reader.start()
-            assert looked.wait(5.0), "the reader slept on with the worker closed"
-    finally:
-        parent.close()
-        worker.link.close()
-        reader.join(5)
-        worker.pool.shutdown(1.0)
+            done = start_reader(worker)
+            assert done.wait(5.0), "the reader slept on with the worker closed"
 
 
 def test_a_worker_exits_at_once_when_its_parent_dies_during_a_computation(
@@ -300,30 +314,135 @@ def test_back_to_back_calls_do_not_wait_for_the_previous_calls_tail() -> None:
 
 def test_threads_may_look_at_the_link_at_the_same_time() -> None:
     # The reader and threads whose calls end look at the link without the read token.
-    from pyroact import _worker
-    from pyroact.transport import Channel
-
-    ours, parent = socket.socketpair()
-    worker = _worker.WorkerDaemon(
-        Channel(ours), host="127.0.0.1", port=1, index=0, count=1, name="t"
-    )
     errors: list[BaseException] = []
+    with linked_worker() as (worker, _parent):
 
-    def look() -> None:
-        try:
-            for _ in range(20_000):
-                assert not worker._readable_now()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        def look() -> None:
+            try:
+                for _ in range(20_000):
+                    assert not worker._readable_now()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=look) for _ in range(3)]
-    try:
+        threads = [threading.Thread(target=look) for _ in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
-    finally:
-        parent.close()
-        worker.link.close()
-        worker.pool.shutdown(1.0)
     assert not errors, errors
+
+
+def test_a_wake_up_written_just_after_the_reader_drained_is_drained_later() -> None:
+    # _wake_reader sets _woken, then writes; the reader may clear _woken and drain between
+    # the two. The byte must not leave an idle reader spinning on a readable pipe.
+    with linked_worker() as (worker, _parent):
+        real_drain, looks = _worker._drain, [0]
+        real_wait = worker._wait_for_frames
+
+        def drain(fd: int) -> None:
+            real_drain(fd)
+            if looks[0] == 1:
+                os.write(worker._wake_w, b"w")  # the waker's write, just after the first drain
+
+        def counted_wait() -> bool:
+            looks[0] += 1
+            return real_wait()
+
+        worker._woken = True  # the waker's first step, just before the reader looks
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_worker, "_drain", drain)
+            mp.setattr(worker, "_wait_for_frames", counted_wait)
+            start_reader(worker)
+            wait_until(lambda: looks[0] >= 2, what="the reader to look again")
+            settled = time.monotonic() + 0.3
+            wait_until(lambda: time.monotonic() >= settled, what="0.3 s of an idle worker")
+            assert looks[0] < 10, f"the idle reader looked {looks[0]} times"
+
+
+def test_a_call_arriving_late_in_a_computation_is_held_off_too(tmp_path: Path) -> None:
+    # The link stays quiet for longer than the linger before the call arrives: it is still
+    # held off (about the linger), not read at once as if it had waited that long.
+    started = str(tmp_path / "started")
+    with one_worker(0.3, Worker, Worker) as (d, [busy_uri, other_uri]):
+        busy, other = DynamicProxy(busy_uri), DynamicProxy(other_uri)
+        try:
+            other.echo(0)  # (connected)
+            computing, _ = start_in_thread(lambda: busy.burn_marked(started, 3.0))
+            wait_until(lambda: Path(started).exists(), timeout=10, what="the burn to start")
+            quiet_until = time.monotonic() + 1.0
+            wait_until(lambda: time.monotonic() >= quiet_until, what="a quiet second")
+            sent = time.monotonic()
+            _value, ran = other.timed_echo(1)
+            computing.join(30)
+        finally:
+            busy._release()
+            other._release()
+        assert ran - sent > 0.15, ran - sent
+
+
+def test_calls_that_waited_their_linger_together_start_together(tmp_path: Path) -> None:
+    # Two more calls of a computing ObjBase arrive together and wait the linger on the link;
+    # both start then (side by side), the second not a linger later in the mailbox.
+    started = str(tmp_path / "started")
+    with one_worker(0.3, Worker) as (d, [uri]):
+        a, b, c = proxies_to(uri, 3)
+        try:
+            b.echo(0), c.echo(0)  # (connected)
+            first, _ = start_in_thread(lambda: a.burn_marked(started, 3.0))
+            wait_until(lambda: Path(started).exists(), timeout=10, what="the burn to start")
+            second, b_out = start_in_thread(lambda: b.timed_burn(0.6))
+            third, c_out = start_in_thread(lambda: c.timed_burn(0.6))
+            for t in (first, second, third):
+                t.join(30)
+        finally:
+            for p in (a, b, c):
+                p._release()
+        starts = sorted([b_out[0][0], c_out[0][0]])
+        assert starts[1] - starts[0] < 0.2, starts
+
+
+def test_a_lingering_call_taken_by_an_ending_thread_still_starts_after_the_linger() -> None:
+    # An ending thread that saw the reader hold off (just before it went to watch the link)
+    # takes a call that lingers and one that starts: the reader must learn of the lingering
+    # call's deadline.
+    from pyroact import _mailbox, serializer
+    from pyroact import _wirespec as spec
+    from pyroact.wire import encode_frame
+
+    def call_frame(seq: int, guid: str) -> bytes:
+        payload, buffers, flags = serializer.dumps_call((seq,), {})
+        segments = encode_frame(
+            spec.MSG_REQUEST, seq=seq, object_id=guid, method=f"c1:{seq}:echo",
+            payload=payload, buffers=buffers, flags=flags,
+        )  # fmt: skip
+        return b"".join(bytes(s) for s in segments)
+
+    go = threading.Event()
+    with config_values(PYRO_WORKER_LINGER=0.2), linked_worker() as (worker, parent):
+        x, y = Worker(), Worker()
+        worker._host(x, None, persistent=True)
+        worker._host(y, None, persistent=True)
+        xbox = worker.objects[x.GUID()].mailbox
+        xbox._running_state = lambda now: _mailbox.BUSY  # type: ignore[method-assign]
+        in_window, looked = threading.Event(), []
+
+        def computing(now: float) -> int:
+            if not looked:  # the reader's first look at the calls, holding off
+                looked.append(True)
+                in_window.set()
+                go.wait(5)
+            return _mailbox.IDLE  # then nothing computes: the reader watches the link
+
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(worker, "_computing", computing)
+                start_reader(worker)
+                assert in_window.wait(5)
+                parent.sendall(call_frame(1, x.GUID()) + call_frame(2, y.GUID()))
+                wait_until(worker._readable_now, what="the two frames")
+                assert worker._after_call() is not None  # Y's call, for this thread
+                assert xbox.waiting
+                go.set()
+                wait_until(lambda: not xbox.waiting, timeout=2.0, what="X's call to start")
+        finally:
+            go.set()
