@@ -396,6 +396,11 @@ class RunningCall:
         """Whether the call waits inside :func:`blocking` now."""
         return self.ident in _waiting_threads
 
+    @property
+    def done(self) -> bool:
+        """Whether the call has said :func:`work_done` (it only sends its reply now)."""
+        return self.ident in _done_threads
+
     def state(self, now: float) -> int:
         """``BUSY`` (on the CPU), ``IDLE`` (mostly waiting) or ``UNKNOWN`` (just started).
 

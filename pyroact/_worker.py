@@ -52,7 +52,6 @@ from . import _wirespec as spec
 from ._board import CompletionBoard
 from ._mailbox import (
     BUSY,
-    BUSY_MIN_SAMPLE,
     CAN_LINGER,
     IDLE,
     UNKNOWN,
@@ -428,10 +427,11 @@ class WorkerDaemon:
                 self._overdue = True
                 return True
             self._link_emptied, due = now, now + linger
-        look = linger if state == BUSY else BUSY_MIN_SAMPLE
-        # At most a second at a time, as in _expire_lingering: a linger of hours must not
-        # overflow the wait.
-        wait = min(look, due - now, 1.0)
+        # (Also for a call that has only just started, or is ending, while the reader holds
+        # off: the calls most likely go on computing, and a look at each one's start would
+        # take the GIL from it. The linger bounds the wait either way.) At most a second at a
+        # time, as in _expire_lingering: a linger of hours must not overflow the wait.
+        wait = min(due - now, 1.0)
         wait = wait if timeout is None else min(wait, timeout)
         events = self._hold_poll.poll(_ms(wait))
         self._reader_holds = False
@@ -460,7 +460,9 @@ class WorkerDaemon:
             return IDLE
         found = IDLE
         for running in calls:
-            state = running.state(now)
+            # A call that has done its work is about to end, and its thread to look at the
+            # link: like a call just started, it keeps a reader that holds off holding off.
+            state = UNKNOWN if running.done else running.state(now)
             if state == BUSY:
                 return BUSY
             found = max(found, state)
@@ -495,7 +497,8 @@ class WorkerDaemon:
     def _take_pending(self, *, overdue: bool = False) -> Task | None:
         # Called with the read token held: acts on the frames that have arrived, in order, up
         # to the first call that starts now, and returns what starts it. ``overdue``: they
-        # waited their linger time on the link already.
+        # waited their linger time on the link already. Notes when it leaves the link empty
+        # (else the next frames' linger would count from a time long past).
         for _ in range(FRAMES_PER_TAKE):
             if self._closed.is_set():
                 return None
@@ -504,6 +507,8 @@ class WorkerDaemon:
                 return None
             start = self._take(self._recv_frame(), overdue)
             if start is not None:
+                if not self._readable_now():
+                    self._link_emptied = time.monotonic()
                 return start
         return None
 
@@ -568,8 +573,6 @@ class WorkerDaemon:
                     start = self._take_pending()
                     # (A call left lingering has a deadline the reader must watch.)
                     lingered = len(self._lingering) > lingering
-                    if start is not None and not self._readable_now():
-                        self._link_emptied = time.monotonic()
                 else:
                     self._link_emptied = time.monotonic()
             finally:
