@@ -74,6 +74,8 @@ log = logging.getLogger("pyroact.system")
 ACK_TIMEOUT = 10.0
 # The most frames one thread takes off the link in a row before it lets the others look.
 FRAMES_PER_TAKE = 256
+# Replies up to this size are marked answered before they are written (see _reply_silently).
+EARLY_MARK_LIMIT = 64 * 1024
 
 
 class WorkerCaller:
@@ -709,25 +711,31 @@ class WorkerDaemon:
         self._direct[conn_id] = socket.socket(fileno=fds[0])
 
     def _reply_silently(self, call_id: int, conn_id: str, segments: list[Any]) -> None:
-        # Marked before the reply is written, so the parent sees the mark by the time the
-        # client's next frame reaches it; a notice only if the parent asked for one.
+        # A small reply is marked before it is written, so the parent sees the mark by the
+        # time the client's next frame reaches it; a notice only if the parent asked for one.
+        # A large one is marked once it is out: while the kernel copies it, a frame the
+        # client sent without waiting must not find the call answered.
         board = self.board
         assert board is not None
-        with self._lock:
-            board.mark(call_id)
-            notify = self._notify_wanted(call_id)
         sock = self._direct.get(conn_id)
+        early = sock is None or _size(segments) <= EARLY_MARK_LIMIT
+        notify = False
+        if early:
+            with self._lock:
+                board.mark(call_id)
+                notify = self._notify_wanted(call_id)
         self.direct_replies += 1
         if sock is not None:
             step = nonblocking_step(sock)
             try:
-                pending = send_available(step, list(segments))
+                pending = send_available(step, list(segments)) if early else list(segments)
                 if pending:
-                    # Not in one write (a client that does not read): until the rest is out
-                    # the call counts as unanswered, so that no frame the client sent without
-                    # waiting goes on beside the rest of this reply.
-                    with self._lock:
-                        board.unmark(call_id)
+                    # Not in one write (a large reply, or a client that does not read): until
+                    # the rest is out the call counts as unanswered, so that no frame the
+                    # client sent without waiting goes on beside the rest of this reply.
+                    if early:
+                        with self._lock:
+                            board.unmark(call_id)
                     try:
                         send_waiting(step, sock.fileno(), pending, None)
                     finally:
