@@ -179,6 +179,7 @@ class WorkerDaemon:
             (self._wake_r, select.POLLIN), (link.fileno(), getattr(select, "POLLRDHUP", 0))
         )
         self._overdue = False  # the frames the reader reads next waited their linger time
+        self._frames_taken = 0  # frames read off the link (by the holder of the read token)
         self.pool.on_blocking = self._call_blocks
 
     # -- link ----------------------------------------------------------------------------------
@@ -508,6 +509,7 @@ class WorkerDaemon:
                 self._link_emptied = time.monotonic()
                 return None
             start = self._take(self._recv_frame(), overdue)
+            self._frames_taken += 1
             if start is not None:
                 if not self._readable_now():
                     self._link_emptied = time.monotonic()
@@ -569,14 +571,12 @@ class WorkerDaemon:
         if not self.pool.has_queued() and self._read_token.acquire(blocking=False):
             try:
                 self._reading.active = True
-                took = self._readable_now()
-                if took:
-                    lingering = len(self._lingering)
-                    start = self._take_pending()
-                    # (A call left lingering has a deadline the reader must watch.)
-                    lingered = len(self._lingering) > lingering
-                else:
-                    self._link_emptied = time.monotonic()
+                lingering = len(self._lingering)
+                taken = self._frames_taken
+                start = self._take_pending()
+                took = self._frames_taken != taken
+                # (A call left lingering has a deadline the reader must watch.)
+                lingered = len(self._lingering) > lingering
             finally:
                 self._reading.active = False
                 self._read_token.release()
