@@ -28,6 +28,7 @@ import os
 import pickle
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -403,6 +404,10 @@ _METHODS: Final = (
 )
 
 
+# Taken by reads that store an item's value on a Config and by changes (see Config).
+_VALUES_LOCK = threading.RLock()
+
+
 def _item(name: str) -> ConfigItem:
     try:
         return _BY_NAME[name]
@@ -456,7 +461,11 @@ class Config:
         pyroact.errors.ConfigurationError: unknown config item 'PYRO_MULTITHREADING' (did ...
     """
 
-    __slots__ = ("_code", "_env", "_file")
+    # The instance __dict__ holds the item values read so far, where plain attribute lookup
+    # finds them without __getattr__: every call reads a few items, and a lookup through the
+    # layers costs a microsecond. Any change empties it (a path item's value depends on other
+    # items); reads that fill it and changes take turns, so no value outlives a change.
+    __slots__ = ("__dict__", "_code", "_env", "_file")
 
     _code: dict[str, ConfigValue]
     _env: dict[str, ConfigValue]
@@ -543,18 +552,28 @@ class Config:
             self._file.update(_read_config_file(path))
             self._file["PYRO_CONFIG_FILE"] = path
         self._env.update(_read_environment(env))
+        self._forget_values()
 
     # -- attribute protocol
 
     def __getattr__(self, name: str) -> ConfigValue:
-        # Only called when normal lookup fails, i.e. for item names and typos; _item() does
-        # not touch self, so copy/pickle probing a half-built object cannot recurse.
+        # Only called when normal lookup fails, i.e. for item names not read since the last
+        # change, and typos; _item() does not touch self, so copy/pickle probing a half-built
+        # object cannot recurse.
         item = _item(name)
-        return self._expand(item, self._raw(item.name))
+        with _VALUES_LOCK:
+            value = self.__dict__[name] = self._expand(item, self._raw(item.name))
+        return value
 
     def __setattr__(self, name: str, value: object) -> None:
         item = _item(name)
-        self._code[item.name] = item.convert(value)
+        with _VALUES_LOCK:
+            self._code[item.name] = item.convert(value)
+            self.__dict__.clear()
+
+    def _forget_values(self) -> None:
+        with _VALUES_LOCK:
+            self.__dict__.clear()
 
     def __delattr__(self, name: str) -> None:
         self.reset(name)
@@ -577,6 +596,7 @@ class Config:
         object.__setattr__(self, "_code", dict(state["code"]))
         object.__setattr__(self, "_env", dict(state["env"]))
         object.__setattr__(self, "_file", dict(state["file"]))
+        self._forget_values()
 
     # -- public methods
 
@@ -605,10 +625,12 @@ class Config:
         Raises:
             ConfigurationError: ``name`` is not a configuration item.
         """
-        if name is None:
-            self._code.clear()
-        else:
-            self._code.pop(_item(name).name, None)
+        with _VALUES_LOCK:
+            if name is None:
+                self._code.clear()
+            else:
+                self._code.pop(_item(name).name, None)
+            self.__dict__.clear()
 
     def as_dict(self, *, expand: bool = True) -> dict[str, ConfigValue]:
         """Return every item's effective value, sorted by name.

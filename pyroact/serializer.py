@@ -137,6 +137,11 @@ def _needs_cloudpickle(values: Iterable[Any]) -> bool:
     )
 
 
+# Values pickled as they are, with nothing to send out of band and never by value: most
+# arguments and results are these, and they skip the checks below.
+_PLAIN_TYPES = frozenset({int, float, bool, str, type(None)})
+
+
 def dumps(obj: Any, *, oob_threshold: int = DEFAULT_OOB_THRESHOLD) -> Encoded:
     """Pickle ``obj``, sending large buffers out of band.
 
@@ -151,6 +156,8 @@ def dumps(obj: Any, *, oob_threshold: int = DEFAULT_OOB_THRESHOLD) -> Encoded:
     Raises:
         SerializeError: neither pickle nor cloudpickle can serialise the value.
     """
+    if type(obj) in _PLAIN_TYPES:
+        return pickle.dumps(obj, PROTOCOL), [], 0
     return _dumps(_wrap_large(obj, oob_threshold), oob_threshold, (obj,))
 
 
@@ -265,6 +272,8 @@ def dumps_call(
     Raises:
         SerializeError: an argument cannot be serialised.
     """
+    if not kwargs and all(type(a) in _PLAIN_TYPES for a in args):
+        return pickle.dumps((tuple(args), {}), PROTOCOL), [], 0
     wrapped_args = tuple(_wrap_large(a, oob_threshold) for a in args)
     wrapped_kwargs = (
         {k: _wrap_large(v, oob_threshold) for k, v in kwargs.items()} if kwargs else kwargs

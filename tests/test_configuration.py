@@ -763,6 +763,35 @@ def test_python_dash_m_runs_main(tmp_path: Path) -> None:
     assert "PYRO_PORT=7002" in result.stdout.splitlines()
 
 
+def test_every_change_is_seen_by_the_next_read_of_a_value_read_before() -> None:
+    # Values read once are kept on the object: each kind of change must drop them.
+    cfg = empty()
+    storage = cfg.PYRO_STORAGE
+    assert cfg.PYRO_LOGFILE == os.path.join(storage, "Pyro_log")
+    assert cfg.PYRO_PORT == 7766
+    cfg.PYRO_PORT = 9000
+    assert cfg.PYRO_PORT == 9000
+    cfg.PYRO_STORAGE = "/srv/pyro"  # a path item's value depends on another item
+    assert cfg.PYRO_LOGFILE == os.path.join("/srv/pyro", "Pyro_log")
+    cfg.reset("PYRO_PORT")
+    assert cfg.PYRO_PORT == 7766
+    del cfg.PYRO_STORAGE
+    assert cfg.PYRO_LOGFILE == os.path.join(storage, "Pyro_log")
+    cfg.PYRO_PORT = 9001
+    cfg.reset()
+    assert cfg.PYRO_PORT == 7766
+
+
+def test_copies_and_pickles_do_not_share_values_read() -> None:
+    cfg = empty()
+    assert cfg.PYRO_PORT == 7766
+    twin, thawed = cfg.copy(), pickle.loads(pickle.dumps(cfg))
+    cfg.PYRO_PORT = 9000
+    assert (twin.PYRO_PORT, thawed.PYRO_PORT) == (7766, 7766)
+    twin.PYRO_PORT = 9001
+    assert (cfg.PYRO_PORT, twin.PYRO_PORT) == (9000, 9001)
+
+
 # --------------------------------------------------------------------------- docs
 
 

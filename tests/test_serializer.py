@@ -370,6 +370,22 @@ def test_call_round_trip_with_kwargs() -> None:
     assert type(got_args) is tuple and type(got_kwargs) is dict
 
 
+class Tag(str):
+    """A str subclass: not a plain value (its class must travel with it)."""
+
+
+def test_plain_arguments_given_as_a_list_arrive_as_a_tuple() -> None:
+    payload, buffers, flags = dumps_call([1, 2.5, "three", None, True], {})
+    assert (buffers, flags) == ([], 0)
+    assert loads_call(payload, buffers) == ((1, 2.5, "three", None, True), {})
+
+
+def test_subclasses_of_plain_types_keep_their_class() -> None:
+    assert type(round_trip(Tag("x"))) is Tag
+    (arg,), _ = loads_call(*dumps_call((Tag("y"),), {})[:2])
+    assert type(arg) is Tag
+
+
 def test_call_without_arguments() -> None:
     payload, buffers, _ = dumps_call((), {})
     assert loads_call(payload, buffers) == ((), {})
