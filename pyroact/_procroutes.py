@@ -156,12 +156,32 @@ class _Holding(threading.local):
 
 
 class _Silent:
-    """A connection's call that its worker answers without a notice (until it is settled)."""
+    """A connection's call that its worker answers without a notice (until it is settled).
 
-    __slots__ = ("asked", "call_id", "done", "handle", "relayed", "relaying")
+    Its :meth:`on_done` is the call's reply handler (see :meth:`ProcessRouter.settle`).
+    """
 
-    def __init__(self, handle: WorkerHandle) -> None:
+    __slots__ = (
+        "asked",
+        "call_id",
+        "conn",
+        "done",
+        "handle",
+        "label",
+        "relayed",
+        "relaying",
+        "router",
+        "seq",
+    )
+
+    def __init__(
+        self, router: ProcessRouter, conn: Any, frame: Frame, handle: WorkerHandle, label: str
+    ) -> None:
+        self.router = router
+        self.conn = conn
+        self.seq = frame.seq
         self.handle = handle
+        self.label = label
         self.call_id: int | None = None
         self.done = False
         self.asked = False  # a notice of its answer was asked for
@@ -172,6 +192,32 @@ class _Silent:
     def over(self) -> bool:
         """Answered, and no part of the answer is still being written by the parent."""
         return self.done and (not self.relaying or self.relayed)
+
+    def on_done(self, reply: Frame | None, error: BaseException | None) -> None:
+        """The call is answered: settled (both None), or its error or reply came on the link."""
+        conn, daemon = self.conn, self.router.daemon
+        if reply is not None or error is not None:
+            # Its error, the notice settle() asked for, or a reply the worker could not write
+            # itself: the connection waits until that is through (paused first, so that no
+            # next frame goes on while a reply is half written).
+            daemon.pause(conn)
+            self.relaying = True
+        self.done = True
+        if conn.silent_call is self:
+            conn.silent_call = None
+        if self.relaying:
+            # (it resumes the connection when it is through)
+            relay = self.router._reply_handler(
+                conn, self.seq, False, self.label, before_resume=self._relayed
+            )
+            relay(reply, error)
+            return
+        conn.last_activity = time.monotonic()
+        if conn.paused:
+            daemon.resume(conn)
+
+    def _relayed(self) -> None:
+        self.relayed = True
 
 
 class _Held:
@@ -469,7 +515,7 @@ class ProcessRouter:
             flags=frame.flags,
         )
         if silent:
-            self._send_silently(conn, frame, handle, send, label)
+            self._send_silently(_Silent(self, conn, frame, handle, label), send)
             return
         untracked = oneway and daemon.config.PYRO_ONEWAY_THREADED
         takes_turns = route.serial or daemon.config.PYRO_WORKER_LINGER > 0
@@ -489,46 +535,20 @@ class ProcessRouter:
                 self._holding.held.add(handle)
             return
         daemon.pause(conn)
-        on_done = self._reply_handler(conn, frame, oneway, label)
+        on_done = self._reply_handler(conn, frame.seq, oneway, label)
         try:
             send(pending=PendingCall(label, on_done))
         except WorkerDiedError as exc:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
 
-    def _send_silently(
-        self, conn: Any, frame: Frame, handle: WorkerHandle, send: Callable[..., int], label: str
-    ) -> None:
+    def _send_silently(self, ticket: _Silent, send: Callable[..., int]) -> None:
         # The worker answers on the client's socket and marks the call on its board; the
         # connection is not paused, and its next frame settles the call first (settle()).
-        ticket = _Silent(handle)
-
-        def relayed() -> None:
-            ticket.relayed = True
-
-        relay = self._reply_handler(conn, frame, False, label, before_resume=relayed)
-
-        def on_done(reply: Frame | None, error: BaseException | None) -> None:
-            if reply is not None or error is not None:
-                # Its error, the notice settle() asked for, or a reply the worker could not
-                # write itself: the connection waits until that is through (paused first, so
-                # that no next frame goes on while a reply is half written).
-                self.daemon.pause(conn)
-                ticket.relaying = True
-            ticket.done = True
-            if conn.silent_call is ticket:
-                conn.silent_call = None
-            if ticket.relaying:
-                relay(reply, error)  # it resumes the connection when it is through
-                return
-            conn.last_activity = time.monotonic()
-            if conn.paused:
-                self.daemon.resume(conn)
-
-        conn.silent_call = ticket
+        ticket.conn.silent_call = ticket
         try:
-            ticket.call_id = send(pending=PendingCall(label, on_done, silent=True))
+            ticket.call_id = send(pending=PendingCall(ticket.label, ticket.on_done, silent=True))
         except WorkerDiedError as exc:
-            on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
+            ticket.on_done(None, WorkerDiedError(f"{exc} (calling {ticket.label})"))
 
     def settle(self, conn: Any) -> bool:
         """Whether the connection's silent call is answered, so that its next frame may go on.
@@ -593,7 +613,7 @@ class ProcessRouter:
         # turn, held it, or refused it); False when it goes the usual way (a oneway nobody
         # waits for, when nothing is held).
         key = (route.guid, handle.index)
-        on_done = self._reply_handler(conn, frame, frame.msg_type == spec.MSG_ONEWAY, label)
+        on_done = self._reply_handler(conn, frame.seq, frame.msg_type == spec.MSG_ONEWAY, label)
 
         def answered(reply: Frame | None, error: BaseException | None) -> None:
             try:
@@ -742,12 +762,11 @@ class ProcessRouter:
     def _reply_handler(
         self,
         conn: Any,
-        frame: Frame,
+        seq: int,
         oneway: bool,
         label: str,
         before_resume: Callable[[], None] | None = None,
     ) -> Callable[[Frame | None, BaseException | None], None]:
-        seq = frame.seq
         daemon = self.daemon
 
         def resume() -> None:
