@@ -478,7 +478,8 @@ class ProcessRouter:
         label = f"{route.type_name}.{frame.method} of object {route.guid}"
         try:
             if route.placement == REPLICATED:
-                index = self.pool.least_loaded(route.workers)
+                index = self.pool.least_loaded(route.workers, prefer=conn.last_worker)
+                conn.last_worker = index
             else:
                 index = route.workers[0]
             handle = self.pool.worker(index)

@@ -176,6 +176,8 @@ class TCPConnection:
         self.processing = threading.Lock()
         # Process mode: the workers this connection's calls went to.
         self.forwarded_to: set[int] = set()
+        # Process mode: the worker its last replicated call went to (it wins ties next time).
+        self.last_worker: int | None = None
         self._send_lock = threading.Lock()
         # PYROSSL: True until the TLS handshake is complete (see TCPServer.connection_readable).
         self.tls_handshaking = False
@@ -235,6 +237,7 @@ CONNECTION_FIELDS = frozenset(
         "paused",
         "backlog",
         "forwarded_to",
+        "last_worker",
         "worker_key",
         "silent_call",
         "processing",

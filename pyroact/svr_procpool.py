@@ -508,20 +508,30 @@ class WorkerPool:
         """The current handle of worker ``index``."""
         return self.workers[index]
 
-    def least_loaded(self, indices: Sequence[int] | None = None) -> int:
+    def least_loaded(self, indices: Sequence[int] | None = None, prefer: int | None = None) -> int:
         """The live worker (among ``indices``) with the fewest outstanding calls.
+
+        Args:
+            indices: the workers to choose from (None: all).
+            prefer: the worker to choose among those tied for the fewest (the one a
+                connection's last call went to: a client that gets its reply and calls again
+                finds its worker tied with one whose client is between calls too, and keeping
+                each client on its worker keeps the calls spread out).
 
         Raises:
             DaemonError: no worker is running.
         """
-        candidates = [
-            h
-            for h in (self.workers if indices is None else [self.workers[i] for i in indices])
-            if h.alive
-        ]
-        if not candidates:
+        best: WorkerHandle | None = None
+        best_load = 0
+        for handle in self.workers if indices is None else [self.workers[i] for i in indices]:
+            if not handle.alive:
+                continue
+            load = handle.load
+            if best is None or load < best_load or (load == best_load and handle.index == prefer):
+                best, best_load = handle, load
+        if best is None:
             raise DaemonError("no worker process is running")
-        return min(candidates, key=lambda h: h.load).index
+        return best.index
 
     def round_robin(self) -> int:
         """The next live worker in turn.

@@ -332,6 +332,33 @@ def test_least_loaded_placement_picks_the_idle_worker(pdaemon: Daemon, tmp_path:
     proxy._release()
 
 
+def test_replicated_calls_tied_for_the_fewest_stay_on_the_connections_worker(
+    pdaemon: Daemon, tmp_path: Path
+) -> None:
+    # Two clients, each calling between the other's calls: both workers are idle at every
+    # call, and each client keeps the worker its calls went to rather than both moving to the
+    # first one (a client that gets its reply and calls again must not pile onto the worker
+    # of another client that is between calls too).
+    uri = pdaemon.connect(Worker, "tied", placement="replicated")
+    first, second = DynamicProxy(uri), DynamicProxy(uri)
+    started, release = tmp_path / "started", tmp_path / "release"
+    hung: list[Any] = []
+    t = threading.Thread(target=lambda: hung.append(first.hang(str(started), str(release))))
+    t.start()
+    try:
+        wait_until(started.exists, what="the first client's call runs")
+        other_pid = second.pid()  # its worker has a call: it goes to the other one
+    finally:
+        release.touch()
+        t.join(10)
+    assert hung == [True]
+    first_pid = first.pid()
+    assert first_pid != other_pid
+    for _ in range(5):
+        assert (first.pid(), second.pid()) == (first_pid, other_pid)
+    first._release()
+    second._release()
+
 # -- TLS in workers ------------------------------------------------------------------------
 
 
