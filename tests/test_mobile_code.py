@@ -226,14 +226,16 @@ def test_upload_reaches_the_worker_of_a_replicated_object(
             thread.join(20)
             assert held and held[0] != other["pid"]
             pids = {other["pid"]}
-            # Idle workers: calls go to the first one again, which gets the module itself.
+        # Idle workers: a new connection's calls go to the first one again (this connection's
+        # would stay on its worker), which gets the module itself.
+        with DynamicProxy(uri) as fresh:
             for _ in range(50):
-                reply = shop.describe(agent)
+                reply = fresh.describe(agent)
                 assert reply["text"] == "replicated:x"
                 pids.add(reply["pid"])
                 if held[0] in pids:
                     break
-            assert pids == {held[0], other["pid"]}
+        assert pids == {held[0], other["pid"]}
     finally:
         release.touch()
         thread.join(20)

@@ -359,6 +359,7 @@ def test_replicated_calls_tied_for_the_fewest_stay_on_the_connections_worker(
     first._release()
     second._release()
 
+
 # -- TLS in workers ------------------------------------------------------------------------
 
 
