@@ -408,6 +408,16 @@ _METHODS: Final = (
 _VALUES_LOCK = threading.RLock()
 
 
+def _new_values_lock() -> None:
+    # A child forked while another thread held the lock would otherwise wait for it forever.
+    global _VALUES_LOCK
+    _VALUES_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_new_values_lock)
+
+
 def _item(name: str) -> ConfigItem:
     try:
         return _BY_NAME[name]
@@ -471,7 +481,7 @@ class Config:
     _env: dict[str, ConfigValue]
     _file: dict[str, ConfigValue]
 
-    # Declared for type checkers only (no class attribute is created, so reads still go
+    # Declared for type checkers only (no class attribute is created, so a first read goes
     # through __getattr__); tests check this list against CONFIG_ITEMS.
     PYRO_CONFIG_FILE: str
     PYRO_STORAGE: str
@@ -558,11 +568,14 @@ class Config:
 
     def __getattr__(self, name: str) -> ConfigValue:
         # Only called when normal lookup fails, i.e. for item names not read since the last
-        # change, and typos; _item() does not touch self, so copy/pickle probing a half-built
-        # object cannot recurse.
+        # change, path items, and typos; _item() does not touch self, so copy/pickle probing a
+        # half-built object cannot recurse. Path items are expanded at every read, as
+        # documented: $CURDIR and relative paths follow the current directory.
         item = _item(name)
+        if item.path:
+            return self._expand(item, self._raw(item.name))
         with _VALUES_LOCK:
-            value = self.__dict__[name] = self._expand(item, self._raw(item.name))
+            value = self.__dict__[name] = self._raw(item.name)
         return value
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -272,8 +272,9 @@ def dumps_call(
     Raises:
         SerializeError: an argument cannot be serialised.
     """
+    args = tuple(args)
     if not kwargs and all(type(a) in _PLAIN_TYPES for a in args):
-        return pickle.dumps((tuple(args), {}), PROTOCOL), [], 0
+        return pickle.dumps((args, {}), PROTOCOL), [], 0
     wrapped_args = tuple(_wrap_large(a, oob_threshold) for a in args)
     wrapped_kwargs = (
         {k: _wrap_large(v, oob_threshold) for k, v in kwargs.items()} if kwargs else kwargs

@@ -782,6 +782,20 @@ def test_every_change_is_seen_by_the_next_read_of_a_value_read_before() -> None:
     assert cfg.PYRO_PORT == 7766
 
 
+def test_path_items_follow_the_current_directory_at_every_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = Config(environ={"PYRO_STORAGE": "rel"})
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    assert cfg.PYRO_LOGFILE == str(first / "rel" / "Pyro_log")
+    monkeypatch.chdir(second)
+    assert cfg.PYRO_LOGFILE == str(second / "rel" / "Pyro_log")
+    assert cfg.PYRO_LOGFILE == cfg.as_dict()["PYRO_LOGFILE"]
+
+
 def test_copies_and_pickles_do_not_share_values_read() -> None:
     cfg = empty()
     assert cfg.PYRO_PORT == 7766

@@ -380,6 +380,12 @@ def test_plain_arguments_given_as_a_list_arrive_as_a_tuple() -> None:
     assert loads_call(payload, buffers) == ((1, 2.5, "three", None, True), {})
 
 
+def test_arguments_given_as_an_iterator_all_arrive() -> None:
+    for values in ([1, 2, 3], [1, b"b", 3]):
+        payload, buffers, _ = dumps_call(iter(values), {})  # type: ignore[arg-type]
+        assert loads_call(payload, buffers) == (tuple(values), {})
+
+
 def test_subclasses_of_plain_types_keep_their_class() -> None:
     assert type(round_trip(Tag("x"))) is Tag
     (arg,), _ = loads_call(*dumps_call((Tag("y"),), {})[:2])
