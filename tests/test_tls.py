@@ -260,7 +260,14 @@ def test_idle_tls_connection_closed_by_the_daemon_is_reopened(
         daemon.setTimeout(0.3)
         proxy = daemon.connect(Thing()).getProxy()
         assert proxy.echo(1) == 1
-        wait_until(lambda: not daemon.connections, timeout=5, what="the idle connection closed")
+        # The daemon forgets the connection just before it closes the socket: wait until the
+        # client can see the close too (a call in between would be lost with the connection).
+        channel = proxy.adapter.channel
+        wait_until(
+            lambda: not daemon.connections and channel.peer_closed(),
+            timeout=5,
+            what="the idle connection closed",
+        )
         assert proxy.echo(2) == 2
 
 
