@@ -473,8 +473,9 @@ class Config:
 
     # The instance __dict__ holds the item values read so far, where plain attribute lookup
     # finds them without __getattr__: every call reads a few items, and a lookup through the
-    # layers costs a microsecond. Any change empties it (a path item's value depends on other
-    # items); reads that fill it and changes take turns, so no value outlives a change.
+    # layers costs a microsecond. Path items are not kept (they follow the current directory).
+    # Any change empties it; reads that fill it and changes take turns (_VALUES_LOCK), so no
+    # value outlives a change.
     __slots__ = ("__dict__", "_code", "_env", "_file")
 
     _code: dict[str, ConfigValue]
@@ -582,7 +583,7 @@ class Config:
         item = _item(name)
         with _VALUES_LOCK:
             self._code[item.name] = item.convert(value)
-            self.__dict__.clear()
+            self._forget_values()
 
     def _forget_values(self) -> None:
         with _VALUES_LOCK:
@@ -643,7 +644,7 @@ class Config:
                 self._code.clear()
             else:
                 self._code.pop(_item(name).name, None)
-            self.__dict__.clear()
+            self._forget_values()
 
     def as_dict(self, *, expand: bool = True) -> dict[str, ConfigValue]:
         """Return every item's effective value, sorted by name.
