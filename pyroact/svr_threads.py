@@ -74,6 +74,10 @@ class ThreadedServer:
         self._registered: set[int] = set()
         self._epoll: Any = None
         self._conns: dict[int, Any] = {}
+        # Taken by register() and forget(): a connection's socket may be closed before it is
+        # forgotten (at EOF), so its descriptor number can already belong to a connection being
+        # registered on another thread; done in turns, forget() never unregisters that one.
+        self._conns_lock = threading.Lock()
         # Descriptors this thread reads for someone else (add_reader): fd -> on_readable.
         self._readers: dict[int, Callable[[], None]] = {}
         if hasattr(select, "epoll"):
@@ -96,12 +100,13 @@ class ThreadedServer:
     def register(self, conn: Any) -> None:
         """Hand a new connection to the I/O thread."""
         if self._epoll is not None:
-            self._conns[conn.fd] = conn
-            try:
-                self._epoll.register(conn.fd, _ONESHOT_READ)
-            except OSError:
-                # Closed meanwhile (expired or refused): nothing to watch.
-                self._conns.pop(conn.fd, None)
+            with self._conns_lock:
+                self._conns[conn.fd] = conn
+                try:
+                    self._epoll.register(conn.fd, _ONESHOT_READ)
+                except OSError:
+                    # Closed meanwhile (expired or refused): nothing to watch.
+                    self._conns.pop(conn.fd, None)
         else:
             self._command("add", conn)
 
@@ -158,12 +163,13 @@ class ThreadedServer:
         """Stop watching a connection (called before its socket is closed)."""
         if self._epoll is not None:
             fd = conn.fd
-            if self._conns.get(fd) is conn:
-                del self._conns[fd]
-                try:
-                    self._epoll.unregister(fd)
-                except OSError:
-                    pass
+            with self._conns_lock:
+                if self._conns.get(fd) is conn:
+                    del self._conns[fd]
+                    try:
+                        self._epoll.unregister(fd)
+                    except OSError:
+                        pass
         elif threading.current_thread() is self._thread:
             self._unwatch(conn.fd)
         else:
