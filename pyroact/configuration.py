@@ -563,7 +563,6 @@ class Config:
             self._file.update(_read_config_file(path))
             self._file["PYRO_CONFIG_FILE"] = path
         self._env.update(_read_environment(env))
-        self._forget_values()
 
     # -- attribute protocol
 

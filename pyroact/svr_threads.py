@@ -160,7 +160,7 @@ class ThreadedServer:
                 pass  # closed meanwhile
 
     def forget(self, conn: Any) -> None:
-        """Stop watching a connection (called before its socket is closed)."""
+        """Stop watching a connection (before its socket is closed, or just after, at EOF)."""
         if self._epoll is not None:
             fd = conn.fd
             with self._conns_lock:
