@@ -13,6 +13,10 @@ One benchmark group, ``cpu-5ms``, measured in one run over windows of the same l
   for the window;
 * ``pyroact-process-sync``: the same against ``burner-sync``, a replicated
   ``SynchronizedObjBase`` (one call at a time per worker; the others wait in its mailbox);
+* ``pyroact-single-per-core``: a reference, not a mode: ``os.cpu_count()`` independent
+  single-mode daemons (separate processes), the 4 clients spread over them round-robin. No
+  parent process relays anything, so this is what a process design without the parent's hop
+  per call could reach on this machine;
 * ``pyro5``: the same against Pyro5's default thread-pool server (skipped without Pyro5).
 
 Every load generator is a separate process (``servers/_cpuwork.py``), started before the
@@ -90,6 +94,7 @@ class CpuTarget:
     mode: str = "-"
     module: str | None = None
     obj: str = "burner"  # the server object called
+    copies: int = 1  # independent servers of this kind; the clients are spread over them
 
 
 TARGETS = {
@@ -104,6 +109,8 @@ TARGETS = {
                   f"process, {CPUS} workers, replicated ObjBase"),
         CpuTarget("pyroact-process-sync", "pyroact", CLIENTS, ("pyroact_server.py", "process"),
                   f"process, {CPUS} workers, replicated SynchronizedObjBase", obj="burner-sync"),
+        CpuTarget("pyroact-single-per-core", "pyroact", CLIENTS, ("pyroact_server.py", "single"),
+                  f"{CPUS} single-mode daemons, clients spread", copies=CPUS),
         CpuTarget("pyro5", "pyro5", CLIENTS, ("pyro5_server.py",), "thread", "Pyro5"),
     )
 }  # fmt: skip
@@ -154,16 +161,18 @@ def process_tree(pid: int) -> list[int]:
 class LoadGang:
     """``count`` load-generator processes of one kind, connected and waiting for ``GO``."""
 
-    def __init__(self, kind: str, count: int, uri: str | None = None,
+    def __init__(self, kind: str, count: int, uris: list[str] | None = None,
                  server_pids: list[int] | None = None) -> None:  # fmt: skip
         self.procs: list[subprocess.Popen[bytes]] = []
         self.server_pids = server_pids or []
         self.cpu: dict[str, float] = {}
         self._stderr: list[Any] = []
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        args = [sys.executable, str(CPU_WORK), kind] + ([uri] if uri else [])
         try:
-            for _ in range(count):
+            for number in range(count):
+                args = [sys.executable, str(CPU_WORK), kind]
+                if uris:
+                    args.append(uris[number % len(uris)])
                 err = tempfile.TemporaryFile()
                 self._stderr.append(err)
                 self.procs.append(
@@ -322,17 +331,18 @@ class Windows:
         return sum(c[key] for c in self.cpu) / len(self.cpu)
 
 
-def measure(target: CpuTarget, server: ServerProcess | None, window: float,
+def measure(target: CpuTarget, servers: list[ServerProcess], window: float,
             benchmark: Any = None) -> Windows:  # fmt: skip
     """Measure ``target``: one window for a raw row, interleaved rounds for an RPC row."""
     quick = window < WINDOW
     rounds = 1 if quick else ROUNDS
-    if server is None:
+    if not servers:
         gang = LoadGang(target.kind, target.processes)
         raw_gang = None
     else:
-        pids = process_tree(server.pid)
-        gang = LoadGang(target.kind, target.processes, burner_uri(target, server), pids)
+        pids = [pid for server in servers for pid in process_tree(server.pid)]
+        uris = [burner_uri(target, server) for server in servers]
+        gang = LoadGang(target.kind, target.processes, uris, pids)
         raw_gang = LoadGang("raw", CPUS)
     gangs = [gang] if raw_gang is None else [gang, raw_gang]
     quiet_pids = [pid for g in gangs for pid in (*g.server_pids, *(p.pid for p in g.procs))]
@@ -380,9 +390,15 @@ def params() -> list[Any]:
 def test_cpu_5ms(benchmark: Any, server_pool: ServerPool, name: str) -> None:
     target = TARGETS[name]
     window = QUICK_WINDOW if benchmark.disabled else WINDOW
-    server = server_pool.get(*target.server) if target.server else None
-    if server is not None and target.kind == "pyroact":
-        assert server.engine == pyroact.wire.IMPLEMENTATION
+    servers = []
+    if target.server:
+        # Copies differ only in an --instance argument, so the pool starts each once.
+        copies = (
+            [()] if target.copies == 1 else [("--instance", str(k)) for k in range(target.copies)]
+        )
+        servers = [server_pool.get(*target.server, *extra) for extra in copies]
+    if target.kind == "pyroact":
+        assert all(server.engine == pyroact.wire.IMPLEMENTATION for server in servers)
     benchmark.group = GROUP
     benchmark.extra_info.update(
         target=name,
@@ -397,7 +413,7 @@ def test_cpu_5ms(benchmark: Any, server_pool: ServerPool, name: str) -> None:
         floor=name == "raw-capacity",
         loadavg_1m=os.getloadavg()[0],
     )
-    measured = measure(target, server, window, benchmark)
+    measured = measure(target, servers, window, benchmark)
     rate = measured.rate
     cpu = {key: measured.mean_cpu(key) for key in ("server", "clients", "other", "steal")}
     info: dict[str, Any] = {

@@ -4,8 +4,10 @@
 passphrase (``setAllowedIdentifications([PASSPHRASE])``): clients must call
 ``proxy._setIdentification(PASSPHRASE)``. ``--maxconn N`` sets ``PYRO_MAXCONNECTIONS`` (Pyro 3's
 default of 200 simultaneous connections would refuse the idle-connection workload's 1,000
-with "server too busy"). The soft descriptor limit is raised to the hard one, so
-the idle-connection workload can hold 1,000 connections.
+with "server too busy"). ``--instance K`` does nothing but tell apart independent servers of
+the same mode (the CPU group's per-core reference row starts one per core). The soft
+descriptor limit is raised to the hard one, so the idle-connection workload can hold 1,000
+connections.
 
 Objects (``_objects.py``), each connected by class so that the process mode creates them inside
 its workers:
