@@ -130,8 +130,12 @@ class Worker(ObjBase):
     def burn_until(self, path: str, timeout: float) -> tuple[float, float]:
         """Burn CPU until ``path`` exists (at most ``timeout`` s); (start, end)."""
         start = time.monotonic()
+        # Look at the gate less often than the GIL switch interval (5 ms): a thread that
+        # drops and retakes the GIL every millisecond (a syscall each time) keeps a waiting
+        # thread, such as the worker's link reader, from ever asking for the GIL, so it
+        # could starve for seconds (CPython's convoy effect).
         while not os.path.exists(path) and time.monotonic() - start < timeout:
-            burn(0.001)
+            burn(0.02)
         return start, time.monotonic()
 
     def timed_echo(self, value: Any) -> tuple[Any, float]:
