@@ -88,9 +88,13 @@ def start_server(script: str, *args: str, timeout: float = READY_TIMEOUT) -> Ser
             raise ServerError(f"{server.name}: unexpected first line {line!r}")
         server.address, server.engine = words[1], words[2]
     except BaseException as exc:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        text = server.stderr_text()  # before stop() closes the file
         server.stop()
         if isinstance(exc, ServerError):
-            raise ServerError(f"{exc}\n--- server stderr ---\n{server.stderr_text()}") from None
+            raise ServerError(f"{exc}\n--- server stderr ---\n{text}") from None
         raise
     return server
 
