@@ -203,6 +203,7 @@ def cpu_table(rows: Sequence[Row]) -> str:
         raw.info["all_raw_windows"] = windows
     head = ["target", "details", "clients / processes", "windows", "calls/s",
             "vs raw capacity", "rounds", "vs fastest raw window", "cores: server",
+            "server µs per call beyond the burn", "cores: load generators", "cores: idle",
             "cores: other processes"]  # fmt: skip
     lines = [f"### {CPU_GROUP}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -225,7 +226,10 @@ def cpu_table(rows: Sequence[Row]) -> str:
         cells.append(f"{highest:.3f}×" if highest is not None else "—")
         server = info.get("cpu_server") if not row.is_floor and info.get("impl") != "raw" else None
         cells.append(f"{server:.2f}" if server is not None else "—")
-        cells.append(f"{info['cpu_other']:.2f}" if "cpu_other" in info else "—")
+        overhead = info.get("server_overhead_us_per_call")
+        cells.append(f"{overhead:.0f}" if overhead is not None else "—")
+        for key in ("cpu_clients", "cpu_idle", "cpu_other"):
+            cells.append(f"{info[key]:.2f}" if key in info else "—")
         lines.append("| " + " | ".join(cells) + " |")
     burn = rows[0].info.get("burn_iterations") if rows else None
 
@@ -236,8 +240,12 @@ def cpu_table(rows: Sequence[Row]) -> str:
         " raw capacity* is its mean rate over the mean of those raw windows, *rounds* each RPC"
         " window against the two raw windows around it, *vs fastest raw window* the rate"
         " against the fastest raw window of the run so far (stricter: the machine's speed"
-        " drifts between windows). *cores: other processes* is what the rest of the machine"
-        " used (other work competing for the cores); a window where it reached 0.15 core was"
+        " drifts between windows). *Server µs per call beyond the burn* is the server's CPU"
+        " per call less what the burn costs at the raw rate (cores / raw burns per second):"
+        " what serving a call costs; with the load generators' and idle cores it is where the"
+        " shortfall against the raw capacity went. *cores: other processes* is what the rest"
+        " of the machine used (other work competing for the cores); a window where it reached"
+        " 0.15 core was"
         " measured again (up to 4 attempts), and *disturbed* marks a row with a window that"
         " had no clean attempt.",
     ]

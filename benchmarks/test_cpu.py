@@ -37,10 +37,16 @@ windows runs instead, so the file still takes a few seconds.
 
 The machine may be shared: before each window the test waits (up to 20 s) until other
 processes use less than 0.15 core, and it measures where the CPU went during the window
-(``cpu_server``, ``cpu_clients``, ``cpu_other``, ``cpu_steal`` in cores, from ``/proc``). A
+(``cpu_server``, ``cpu_clients``, ``cpu_other``, ``cpu_steal``, ``cpu_idle`` in cores, from
+``/proc``). A
 window during which other processes used 0.15 core or more is measured again, up to 4 windows;
 the least disturbed one counts, ``cpu_windows`` says how many were run and ``cpu_disturbed``
 that none was clean. The same rule applies to every row, the raw capacity included.
+
+An RPC row also says where its shortfall against the raw capacity went (:func:`shortfall`):
+``cores_burning`` (the burns themselves), ``cores_server_overhead`` (the server's CPU beyond
+the burns, also as ``server_overhead_us_per_call``), the load generators' ``cpu_clients`` and
+``cpu_idle`` (cores nobody used).
 """
 
 from __future__ import annotations
@@ -238,6 +244,7 @@ class LoadGang:
             "clients": clients / elapsed,
             "other": max(0.0, (busy1 - busy0) - server - clients - me) / elapsed,
             "steal": (steal1 - steal0) / elapsed,
+            "idle": max(0.0, CPUS - (busy1 - busy0 + steal1 - steal0) / elapsed),
         }
         return counts
 
@@ -278,6 +285,25 @@ def burner_uri(target: CpuTarget, server: ServerProcess) -> str:
     if target.kind == "pyro5":
         return f"PYRO:{target.obj}@{host}:{port}"
     return f"PYROLOC://{host}:{port}/{target.obj}"
+
+
+def shortfall(rate: float, raw_rate: float, cpu: dict[str, float]) -> dict[str, float]:
+    """Where the cores went in an RPC row, against the raw capacity (``raw_rate`` burns/s).
+
+    At the raw rate the burns fill every core, so a burn costs ``CPUS / raw_rate``
+    CPU-seconds; ``rate`` calls a second then keep ``cores_burning`` cores on the burns
+    themselves (``rate / raw_rate`` of the machine: the row's ratio). The rest of the
+    server's CPU is what serving the calls costs beyond the work, per call in
+    ``server_overhead_us_per_call``; with the load generators, other processes, steal and
+    idle time it makes up the shortfall.
+    """
+    burning = rate * CPUS / raw_rate
+    overhead = cpu["server"] - burning
+    return {
+        "cores_burning": burning,
+        "cores_server_overhead": overhead,
+        "server_overhead_us_per_call": overhead / rate * 1e6 if rate else 0.0,
+    }
 
 
 def clean_window(gang: LoadGang, quiet_pids: list[int], window: float, quick: bool
@@ -415,7 +441,7 @@ def test_cpu_5ms(benchmark: Any, server_pool: ServerPool, name: str) -> None:
     )
     measured = measure(target, servers, window, benchmark)
     rate = measured.rate
-    cpu = {key: measured.mean_cpu(key) for key in ("server", "clients", "other", "steal")}
+    cpu = {key: measured.mean_cpu(key) for key in ("server", "clients", "other", "steal", "idle")}
     info: dict[str, Any] = {
         "calls_per_s": rate,
         "counts": measured.counts,
@@ -451,6 +477,14 @@ def test_cpu_5ms(benchmark: Any, server_pool: ServerPool, name: str) -> None:
             f"({', '.join(f'{r:.1f}' for r in measured.raw_rates)}): {rate / raw:.3f}× "
             f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}; against the run's fastest raw "
             f"window, {highest:.1f}: {rate / highest:.3f}×)"
+        )
+        budget = shortfall(rate, raw, cpu)
+        info.update(budget)
+        line += (
+            f"; of the {CPUS} cores: burns {budget['cores_burning']:.2f}, server beyond the "
+            f"burns {budget['cores_server_overhead']:.2f} "
+            f"({budget['server_overhead_us_per_call']:.0f} µs per call), load generators "
+            f"{cpu['clients']:.2f}, idle {cpu['idle']:.2f}"
         )
         if name.startswith("pyroact-process"):
             met = "met" if rate / raw >= TARGET_RATIO else "MISSED"
