@@ -58,7 +58,7 @@ from .svr_procpool import (
     WorkerPool,
 )
 from .transport import ServerChannel
-from .wire import Frame
+from .wire import Frame, FrameDecoder
 
 __all__ = ["PINNED", "PLACEMENTS", "REPLICATED", "ProcessRouter", "Route"]
 
@@ -324,6 +324,7 @@ class ProcessRouter:
             on_notify=self._on_notify,
             on_restart=self._on_restart,
             watcher=daemon.server,
+            on_death=self._on_death,
         )
 
     def start(self) -> None:
@@ -393,7 +394,7 @@ class ProcessRouter:
         type_name, serial = "", False
         for index in workers:
             type_name, serial = self.pool.control(
-                index, "connect", guid, name, blob, is_factory, persistent
+                index, "connect", guid, name, blob, is_factory, persistent, placement == REPLICATED
             )
         self.routes[guid] = Route(
             guid,
@@ -434,6 +435,8 @@ class ProcessRouter:
             )
         elif name == "unregistered":
             self.routes.pop(args[0], None)
+        elif name == "give_back":
+            self._given_back(index, *args)
 
     def _on_restart(self, index: int, handle: WorkerHandle) -> None:
         # Called before the restarted worker is routed: settings first, then its objects.
@@ -464,6 +467,7 @@ class ProcessRouter:
                     route.blob,
                     route.is_factory,
                     route.persistent,
+                    route.placement == REPLICATED,
                     handle=handle,
                 )
             except Exception:
@@ -506,11 +510,16 @@ class ProcessRouter:
             and self._may_answer_directly(conn)
             and not self._holds_calls_for(route.guid, handle.index)
         )
+        # "s": a silent call; "r<record>,": and the worker reads the connection from now on.
+        marks = ""
+        if silent:
+            record = self._hand_over(conn, handle)
+            marks = "s" if record is None else f"sr{record},"
         send = functools.partial(
             handle.send_call,
             frame.msg_type,
             object_id=frame.object_id,
-            method=f"{key}:{'s' if silent else ''}{frame.seq}:{frame.method}",
+            method=f"{key}:{marks}{frame.seq}:{frame.method}",
             payload=frame.payload,
             buffers=frame.buffers,
             flags=frame.flags,
@@ -519,7 +528,11 @@ class ProcessRouter:
             self._send_silently(_Silent(self, conn, frame, handle, label), send)
             return
         untracked = oneway and daemon.config.PYRO_ONEWAY_THREADED
-        takes_turns = route.serial or daemon.config.PYRO_WORKER_LINGER > 0
+        # (Not when workers read connections: calls that reach a worker directly would pass
+        # the ones held here, so every call goes to the worker's mailbox at once.)
+        takes_turns = (
+            route.serial or daemon.config.PYRO_WORKER_LINGER > 0
+        ) and not daemon.config.PYRO_WORKER_READS
         if takes_turns and self._wait_for_turn(conn, frame, route, handle, send, label, untracked):
             return
         if untracked:
@@ -541,6 +554,88 @@ class ProcessRouter:
             send(pending=PendingCall(label, on_done))
         except WorkerDiedError as exc:
             on_done(None, WorkerDiedError(f"{exc} (calling {label})"))
+
+    # -- connections a worker reads itself (PYRO_WORKER_READS; see pyroact._readconns) ----------
+
+    def _hand_over(self, conn: Any, handle: WorkerHandle) -> int | None:
+        # With the silent call being forwarded, the worker takes over reading the connection
+        # (the board record it gets for it), unless this process has some of its frames.
+        if (
+            not self.daemon.config.PYRO_WORKER_READS
+            or getattr(conn, "read_record", None) is not None
+            or conn.backlog
+            or conn.channel.decoder.buffered
+        ):
+            return None
+        record = handle.take_record(conn)
+        if record is None:
+            return None
+        conn.read_record = record
+        conn.read_by = handle
+        self.daemon.server.forget(conn)  # (its socket stays open: the worker reads it now)
+        return record
+
+    def _take_back(self, conn: Any, handle: WorkerHandle, record: int) -> None:
+        conn.read_record = None
+        conn.read_by = None
+        board = handle.board
+        if board is not None:
+            conn.last_activity = max(conn.last_activity, board.last_frame(record))
+
+    def _given_back(self, index: int, key: str, record: int, data: bytes, note: str | None) -> None:
+        # On the I/O thread: the worker stopped reading a connection; what it had not acted
+        # on is handled here as if this process had read it, and the socket is watched again.
+        handle = self.pool.worker(index)
+        conn = handle.release_record(record)
+        if conn is None or getattr(conn, "worker_key", None) != key:
+            return  # closed meanwhile
+        self._take_back(conn, handle, record)
+        if note is not None:
+            log.warning("closing connection from %s: %s", conn.addr, note)
+            self.daemon.drop_connection(conn)
+            return
+        if data:
+            decoder = FrameDecoder(max_message_size=self.daemon.config.PYRO_MAX_MESSAGE_SIZE)
+            conn.backlog.extend(decoder.feed(data))
+        self._watch_again(conn)
+
+    def _watch_again(self, conn: Any) -> None:
+        self.daemon.process_backlog(conn)
+        if conn.connected and getattr(conn, "read_record", None) is None:
+            self.daemon.server.register(conn)
+
+    def _on_death(self, handle: WorkerHandle, reason: str) -> None:
+        # The connections a dead worker read come back here; a request it had read and not
+        # answered fails now, by name, as its other calls did.
+        board = handle.board
+        for record in list(handle.read_conns):
+            conn = handle.release_record(record)
+            if conn is None:
+                continue
+            request = board.request_in_flight(record) if board is not None else None
+            self._take_back(conn, handle, record)
+            if request is not None and conn.connected:
+                seq, guid, method = request
+                route = self.routes.get(guid)
+                type_name = route.type_name if route is not None else "object"
+                label = f"{type_name}.{method} of object {guid}"
+                self.daemon.refuse(
+                    conn, seq, WorkerDiedError(f"{reason} during {label}"), close=False
+                )
+            if conn.connected:
+                self._watch_again(conn)
+
+    def read_idle_since(self, conn: Any) -> float | None:
+        """When a connection a worker reads last sent a call; None while one is in flight."""
+        handle: WorkerHandle | None = getattr(conn, "read_by", None)
+        record = getattr(conn, "read_record", None)
+        board = handle.board if handle is not None else None
+        if record is None or board is None or board.in_flight(record):
+            return None  # (given back meanwhile: the next look sees it as any other)
+        ticket: _Silent | None = conn.silent_call
+        if ticket is not None and not ticket.done:
+            return None  # the call it was handed over with still runs
+        return max(float(conn.last_activity), board.last_frame(record))
 
     def _send_silently(self, ticket: _Silent, send: Callable[..., int]) -> None:
         # The worker answers on the client's socket and marks the call on its board; the
@@ -843,6 +938,10 @@ class ProcessRouter:
 
     def connection_closed(self, conn: Any) -> None:
         """Tell the workers a connection went away (they drop its thread-local storage)."""
+        reader: WorkerHandle | None = getattr(conn, "read_by", None)
+        if reader is not None:
+            reader.release_record(conn.read_record)
+            conn.read_record = conn.read_by = None
         key = getattr(conn, "worker_key", None)
         if key is None:
             return
@@ -876,6 +975,8 @@ class ProcessRouter:
                     entry["objects"] = worker["objects"]
                     entry["direct_replies"] = worker["direct_replies"]
                     entry["taken_after_call"] = worker["taken_after_call"]
+                    entry["read_calls"] = worker["read_calls"]
+                    entry["reading"] = worker["reading"]
         return {
             "workers": per_worker,
             "routes": {

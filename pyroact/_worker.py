@@ -49,7 +49,7 @@ import pyroact
 
 from . import _mailbox, core, serializer
 from . import _wirespec as spec
-from ._board import CompletionBoard
+from ._board import CompletionBoard, LoadTable
 from ._mailbox import (
     BUSY,
     CAN_LINGER,
@@ -60,6 +60,7 @@ from ._mailbox import (
     Task,
     ThreadPool,
 )
+from ._readconns import ReadConnection, ReadConnections, encode_frames
 from .errors import BusyError, DaemonError, ProtocolError, PyroError
 from .protocol import LocalStorage, current_call
 from .svr_procpool import COMPUTED, DELIVERED, DELIVERED_COMPUTED
@@ -117,6 +118,7 @@ class WorkerDaemon:
         *,
         fd_channel: socket.socket | None = None,
         board: CompletionBoard | None = None,
+        loads: LoadTable | None = None,
         host: str,
         port: int,
         index: int,
@@ -126,12 +128,19 @@ class WorkerDaemon:
         self.link = link
         self.fd_channel = fd_channel
         self.board = board
+        self.loads = loads
+        # Objects placed on every worker, whose calls may go to any of them.
+        self._replicated: set[str] = set()
         # Silent calls whose answer the parent wants a notice of after all (under _lock).
         self._notify: set[int] = set()
         # Client sockets the parent passed, by connection key: replies go straight to them.
         self._direct: dict[str, socket.socket] = {}
         self.direct_replies = 0
         self.taken_after_call = 0  # calls a thread took off the link as its call ended
+        # Client connections this worker reads itself (PYRO_WORKER_READS; see _readconns).
+        self.read_conns = ReadConnections()
+        self.read_calls = 0  # calls read from them
+        self._polled_version = 0  # read_conns.version that _link_or_wake watches
         self.hostname = host
         self.port = port
         self.index = index
@@ -412,6 +421,9 @@ class WorkerDaemon:
             if self._readable_now():  # (frames a thread whose call ended left: _after_call)
                 return True
             self._link_emptied = now
+            if self._polled_version != self.read_conns.version:
+                self._polled_version = self.read_conns.version
+                self._link_or_wake = _poller(*self._watched(), (self._wake_r, select.POLLIN))
             ready = self._link_or_wake.poll(None if timeout is None else _ms(timeout))
             if not self._link_in(ready):
                 return False
@@ -489,13 +501,45 @@ class WorkerDaemon:
             return None
         return min(max(0.0, min(deadlines) - now), 1.0)
 
+    def _watched(self) -> list[tuple[int, int]]:
+        # The link and the client connections this worker reads.
+        return [(fd, select.POLLIN) for fd in (self.link.fileno(), *self.read_conns.fds())]
+
+    def _look(self) -> list[tuple[int, int]]:
+        # Which of the link and the connections read here have something now (no wait).
+        local = self._link_only
+        if getattr(local, "version", None) != self.read_conns.version:
+            local.version = self.read_conns.version
+            local.poller = _poller(*self._watched())
+        events: list[tuple[int, int]] = local.poller.poll(0)
+        return events
+
     def _readable_now(self) -> bool:
-        if self.link.pending():
+        if self.link.pending() or self.read_conns.with_frames() is not None:
             return True
-        poller = getattr(self._link_only, "poller", None)
-        if poller is None:
-            poller = self._link_only.poller = _poller((self.link.fileno(), select.POLLIN))
-        return bool(poller.poll(0))
+        return bool(self._look())
+
+    def _next_frame(self) -> tuple[Frame, ReadConnection | None] | None:
+        # Called with the read token held: the next frame to act on, from the link first,
+        # and the connection it came from when a client sent it here directly.
+        if self.link.pending():
+            return self._recv_frame(), None
+        conn = self.read_conns.with_frames()
+        if conn is not None:
+            return conn.frames.popleft(), conn
+        events = self._look()
+        link = self.link.fileno()
+        if any(fd == link for fd, _mask in events):
+            return self._recv_frame(), None
+        for fd, _mask in events:
+            conn = self.read_conns.by_fd(fd)
+            if conn is None:
+                continue
+            if not conn.fill():
+                self._give_back(conn, ended=True)
+            if conn.frames:
+                return conn.frames.popleft(), conn
+        return None
 
     def _take_pending(self, *, overdue: bool = False) -> Task | None:
         # Called with the read token held: acts on the frames that have arrived, in order, up
@@ -505,10 +549,12 @@ class WorkerDaemon:
         for _ in range(FRAMES_PER_TAKE):
             if self._closed.is_set():
                 return None
-            if not self._readable_now():
+            item = self._next_frame()
+            if item is None:
                 self._link_emptied = time.monotonic()
                 return None
-            start = self._take(self._recv_frame(), overdue)
+            frame, conn = item
+            start = self._take(frame, overdue) if conn is None else self._take_read(conn, frame)
             self._frames_taken += 1
             if start is not None:
                 if not self._readable_now():
@@ -604,24 +650,66 @@ class WorkerDaemon:
             self._wake_reader()
 
     def _admit(self, frame: Frame, overdue: bool = False) -> Task | None:
-        # Puts the call in its object's mailbox (in arrival order) and returns what runs it
-        # now, if anything: the reader decides which thread that is.
+        # Puts a call from the link in its object's mailbox (see _admit_call).
         conn_id, client_seq, method = frame.method.split(":", 2)
         # "s<seq>": answer on the client's socket and mark the board, with no notice.
         silent = client_seq.startswith("s") and self.board is not None
         client_seq = client_seq.lstrip("s")
+        if client_seq.startswith("r"):  # "r<slot>,<seq>": and read the connection from now on
+            slot, _, client_seq = client_seq[1:].partition(",")
+            self._start_reading(conn_id, int(slot))
+        frame.method = method
+        return self._admit_call(frame, conn_id, int(client_seq), silent, overdue, None)
+
+    def _take_read(self, conn: ReadConnection, frame: Frame) -> Task | None:
+        # Called with the read token held: acts on a frame the client sent to this worker.
+        # A call of one of its objects is admitted here; anything else gives it back.
+        entry = self.objects.get(frame.object_id)
+        call = frame.msg_type in (spec.MSG_REQUEST, spec.MSG_ONEWAY) and not frame.mac
+        if conn.returning is not None or entry is None or not call or self._elsewhere(frame):
+            self._give_back(conn, frame)
+            return None
+        oneway = frame.msg_type == spec.MSG_ONEWAY
+        assert self.board is not None  # (connections are handed over with a board only)
+        with self._lock:
+            conn.running += 1
+            self.read_calls += 1
+            self.board.call_began(
+                conn.slot, None if oneway else frame.seq, frame.object_id, frame.method
+            )
+            if self.loads is not None:
+                self.loads.add(self.index, 1)
+        try:
+            return self._admit_call(frame, conn.key, frame.seq, False, False, conn)
+        except Exception as exc:
+            # As in _take: a failure of this one frame (an initTLS function that raises)
+            # fails its call, never the thread that read it.
+            log.exception("worker %d: cannot take frame %r", self.index, frame)
+            self._refuse(frame, conn, exc)
+            return None
+
+    def _admit_call(
+        self,
+        frame: Frame,
+        conn_id: str,
+        client_seq: int,
+        silent: bool,
+        overdue: bool,
+        read: ReadConnection | None,
+    ) -> Task | None:
+        # Puts the call in its object's mailbox (in arrival order) and returns what runs it
+        # now, if anything: the reader decides which thread that is. ``read``: the
+        # connection it came from, when the client sent it here directly (the reply goes
+        # back the same way, and nothing goes to the parent).
         entry = self.objects.get(frame.object_id)
         oneway = frame.msg_type == spec.MSG_ONEWAY
         if entry is None:
-            self._reply_exception(
-                frame.seq, ProtocolError(f"unknown object ID {frame.object_id!r}")
-            )
+            self._refuse(frame, read, ProtocolError(f"unknown object ID {frame.object_id!r}"))
             return None
-        refusal = core._refusal(entry.obj, method)
+        refusal = core._refusal(entry.obj, frame.method)
         if refusal is not None:
-            self._reply_exception(frame.seq, AttributeError(refusal))
+            self._refuse(frame, read, AttributeError(refusal))
             return None
-        frame.method = method
         tls = self._tls.get(conn_id) or self._open_tls(conn_id, None, {})
 
         lingering = entry.mailbox.linger > 0
@@ -642,6 +730,25 @@ class WorkerDaemon:
             outcome = core.execute_call(entry, frame, tls, pyroact.config)
             computed = lingering and running is not None and running.state(time.monotonic()) == BUSY
             _mailbox.work_done()  # (after the look above: from now on the call counts as idle)
+            if read is not None:
+                try:
+                    if not oneway:
+                        msg_type, payload, buffers, flags = outcome.encode(
+                            pyroact.config.PYRO_OOB_THRESHOLD
+                        )
+                        self._write_to(
+                            read,
+                            encode_frame(
+                                msg_type,
+                                seq=client_seq,
+                                payload=payload,
+                                buffers=buffers,
+                                flags=flags,
+                            ),
+                        )
+                finally:
+                    self._read_call_ended(read, oneway)
+                return
             if oneway:
                 if frame.seq:  # the parent waits for the end of this oneway call
                     self.send(encode_frame(spec.MSG_REPLY, seq=frame.seq))
@@ -649,7 +756,7 @@ class WorkerDaemon:
             msg_type, payload, buffers, flags = outcome.encode(pyroact.config.PYRO_OOB_THRESHOLD)
             if conn_id in self._direct:
                 reply = encode_frame(
-                    msg_type, seq=int(client_seq), payload=payload, buffers=buffers, flags=flags
+                    msg_type, seq=client_seq, payload=payload, buffers=buffers, flags=flags
                 )
                 if silent:
                     self._reply_silently(frame.seq, conn_id, reply)
@@ -674,11 +781,107 @@ class WorkerDaemon:
         try:
             start = mailbox.admit(run, linger=not overdue)
         except BusyError as exc:
-            self._reply_exception(frame.seq, exc)
+            self._refuse(frame, read, exc)
             return None
         if start is None and mailbox.waiting:
             self._lingering.add(mailbox)
         return start
+
+    def _refuse(self, frame: Frame, read: ReadConnection | None, exc: BaseException) -> None:
+        # Fails a call before it runs: on the link, or to the client that sent it here.
+        if read is None:
+            self._reply_exception(frame.seq, exc)
+            return
+        oneway = frame.msg_type == spec.MSG_ONEWAY
+        try:
+            if oneway:
+                log.warning("oneway call refused in worker %d: %s", self.index, exc)
+            else:
+                payload = serializer.dumps_exception(exc, [])
+                self._write_to(
+                    read, encode_frame(spec.MSG_EXCEPTION, seq=frame.seq, payload=payload)
+                )
+        finally:
+            self._read_call_ended(read, oneway)
+
+    def _write_to(self, conn: ReadConnection, segments: list[Any]) -> None:
+        # The whole frame on the client's socket (a reply the worker read the call of). One
+        # writer at a time: a client that sends before its reply is out (oneway calls, or
+        # not waiting) gets the next reply only after the whole of this one.
+        with self._lock:
+            self.direct_replies += 1
+        step = nonblocking_step(conn.sock)
+        with conn.write_lock:
+            try:
+                pending = send_available(step, list(segments))
+                if pending:
+                    send_waiting(step, conn.sock.fileno(), pending, None)
+            except OSError:
+                pass  # the client is gone: the connection's end comes with its next read
+
+    def _start_reading(self, conn_id: str, slot: int) -> None:
+        # The parent hands the connection over with this call: watch its socket from now on
+        # (the client sends its next frame only after the reply, so none is missed).
+        sock = self._direct.get(conn_id)
+        if sock is None or self.board is None:
+            self._send_give_back(conn_id, slot, [], "the worker has no socket for it")
+            return
+        self.read_conns.add(
+            ReadConnection(conn_id, slot, sock, pyroact.config.PYRO_MAX_MESSAGE_SIZE)
+        )
+        self._wake_reader()  # (its next wait watches the socket too)
+
+    def _give_back(
+        self, conn: ReadConnection, frame: Frame | None = None, *, ended: bool = False
+    ) -> None:
+        # Stops serving a connection: the frames not acted on go back to the parent once its
+        # calls here have ended and no frame is half-received (see _readconns).
+        with self._lock:
+            if conn.returning is None:
+                conn.returning = []
+            if frame is not None:
+                conn.returning.append(frame)
+            conn.returning.extend(conn.frames)
+            conn.frames.clear()
+        if ended or not conn.half_received:
+            self.read_conns.remove(conn)
+        self._finish_return(conn)
+
+    def _read_call_ended(self, conn: ReadConnection, oneway: bool) -> None:
+        assert self.board is not None
+        with self._lock:
+            conn.running -= 1
+            self.board.call_ended(conn.slot, not oneway)
+            if self.loads is not None:
+                self.loads.add(self.index, -1)
+        self._finish_return(conn)
+
+    def _elsewhere(self, frame: Frame) -> bool:
+        # A call of a replicated object goes to the worker with the fewest outstanding
+        # calls: when another one has fewer than this one, the daemon routes it (and that
+        # worker reads the connection from then on).
+        if self.loads is None or frame.object_id not in self._replicated:
+            return False
+        least = self.loads.least_elsewhere(self.index)
+        return least is not None and least < self._board_reading()
+
+    def _board_reading(self) -> int:
+        # Calls of the connections this worker reads that are queued or running here.
+        return self.board.reading if self.board is not None else 0
+
+    def _finish_return(self, conn: ReadConnection) -> None:
+        with self._lock:
+            if conn.returning is None or conn.running or conn.watched or conn.given_back:
+                return
+            conn.given_back = True
+            frames, conn.returning = conn.returning, []
+        self._send_give_back(conn.key, conn.slot, frames, conn.note)
+
+    def _send_give_back(self, key: str, slot: int, frames: list[Frame], note: str | None) -> None:
+        args = (key, slot, encode_frames(frames), note)
+        self._send_later(
+            encode_frame(spec.MSG_ONEWAY, method="give_back", payload=pickle.dumps(args, 5))
+        )
 
     def _open_tls(
         self, conn_id: str, addr: Any, attrs: dict[str, Any], direct: bool = False
@@ -728,24 +931,30 @@ class WorkerDaemon:
         if sock is not None:
             step = nonblocking_step(sock)
             try:
-                pending = send_available(step, list(segments)) if early else list(segments)
-                if pending:
-                    # Not in one write (a large reply, or a client that does not read): until
-                    # the rest is out the call counts as unanswered, so that no frame the
-                    # client sent without waiting goes on beside the rest of this reply.
-                    if early:
-                        with self._lock:
-                            board.unmark(call_id)
-                    try:
-                        send_waiting(step, sock.fileno(), pending, None)
-                    finally:
-                        with self._lock:
-                            board.mark(call_id)
-                            notify = self._notify_wanted(call_id) or notify
+                with self._writing(conn_id):
+                    pending = send_available(step, list(segments)) if early else list(segments)
+                    if pending:
+                        # Not in one write (a large reply, or a client that does not read):
+                        # until the rest is out the call counts as unanswered, so that no
+                        # frame the client sent without waiting goes on beside the rest.
+                        if early:
+                            with self._lock:
+                                board.unmark(call_id)
+                        try:
+                            send_waiting(step, sock.fileno(), pending, None)
+                        finally:
+                            with self._lock:
+                                board.mark(call_id)
+                                notify = self._notify_wanted(call_id) or notify
             except OSError:
                 pass  # the client is gone: the parent sees the connection close
         if notify:
             self.send(encode_frame(spec.MSG_REPLY, seq=call_id, method=DELIVERED))
+
+    def _writing(self, conn_id: str) -> contextlib.AbstractContextManager[Any]:
+        # One reply at a time on a connection this worker also reads (see _write_to).
+        read = self.read_conns.get(conn_id)
+        return read.write_lock if read is not None else contextlib.nullcontext()
 
     def _notify_wanted(self, call_id: int) -> bool:
         # Called with the lock held: whether the parent asked for a notice of this answer.
@@ -804,6 +1013,10 @@ class WorkerDaemon:
             elif name == "notify":
                 self._notify_when_answered(args[0])
             elif name == "conn_close":
+                read = self.read_conns.get(args[0])
+                if read is not None:
+                    read.given_back = True  # the parent ended it: nothing goes back
+                    self.read_conns.remove(read)
                 self._tls.pop(args[0], None)
                 sock = self._direct.pop(args[0], None)
                 if sock is not None:
@@ -827,8 +1040,16 @@ class WorkerDaemon:
         self.pool.max_threads = max(1, int(config.PYRO_THREADPOOL_SIZE))
 
     def _control_connect(
-        self, guid: str, name: str | None, blob: bytes, is_factory: bool, persistent: bool
+        self,
+        guid: str,
+        name: str | None,
+        blob: bytes,
+        is_factory: bool,
+        persistent: bool,
+        replicated: bool = False,
     ) -> tuple[str, bool]:
+        if replicated:
+            self._replicated.add(guid)
         made = serializer.loads(blob)
         obj = made() if is_factory else made
         if not isinstance(obj, core.ObjBase):
@@ -838,6 +1059,7 @@ class WorkerDaemon:
         return type(obj).__name__, isinstance(obj, core.SynchronizedObjBase)
 
     def _control_disconnect(self, guid: str) -> None:
+        self._replicated.discard(guid)
         with self._lock:
             entry = self.objects.pop(guid, None)
         if entry is not None:
@@ -862,6 +1084,8 @@ class WorkerDaemon:
             "threads": self.pool.threads,
             "direct_replies": self.direct_replies,
             "taken_after_call": self.taken_after_call,
+            "read_calls": self.read_calls,
+            "reading": len(self.read_conns.fds()),
             "objects": objects,
         }
 
@@ -900,6 +1124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--fd-channel", type=int)
     parser.add_argument("--board-fd", type=int)
+    parser.add_argument("--loads-fd", type=int)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--name", required=True)
@@ -924,10 +1149,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if opts.board_fd is not None:
         board = CompletionBoard(opts.board_fd)
         os.close(opts.board_fd)  # the board keeps a descriptor of its own
+    loads = None
+    if opts.loads_fd is not None:
+        loads = LoadTable(opts.loads_fd, opts.count)
+        os.close(opts.loads_fd)
     daemon = WorkerDaemon(
         Channel(sock),
         fd_channel=fd_channel,
         board=board,
+        loads=loads,
         host=opts.host,
         port=opts.port,
         index=opts.index,

@@ -349,6 +349,10 @@ CONFIG_ITEMS: Final[tuple[ConfigItem, ...]] = (
                "process mode: a worker that answers a call on the client's socket also sends "
                "the daemon a notice (true), instead of marking it in shared memory (false); "
                "with notices the daemon holds an object's later calls for their turn"),
+    ConfigItem("PYRO_WORKER_READS", bool, False,
+               "process mode: a worker reads the plain connections whose calls it serves "
+               "(true), so that the daemon's process is not woken for each call, and gives a "
+               "connection back for frames it cannot serve; false: the daemon reads them all"),
     ConfigItem("PYRO_ONEWAY_THREADED", bool, True,
                "run oneway calls without blocking the caller's connection"),
     # -- event service
@@ -526,6 +530,7 @@ class Config:
     PYRO_MAILBOX_SIZE: int
     PYRO_WORKER_LINGER: float
     PYRO_WORKER_NOTICES: bool
+    PYRO_WORKER_READS: bool
     PYRO_ONEWAY_THREADED: bool
     PYRO_ES_QUEUESIZE: int
     PYRO_ES_BLOCKQUEUE: bool

@@ -1431,6 +1431,13 @@ class Daemon(TCPServer, ObjBase):
         """
         user_log.warning("exception in callback: %r", exc)
 
+    def idle_since(self, conn: TCPConnection) -> float | None:
+        """As in TCPServer; a connection a worker reads counts from that worker's last call."""
+        router = self._router
+        if router is not None and getattr(conn, "read_record", None) is not None:
+            return router.read_idle_since(conn)
+        return TCPServer.idle_since(self, conn)
+
     def settle(self, conn: TCPConnection) -> bool:
         """Let a connection's next frame go on once its silent worker call is answered."""
         router = self._settling_router

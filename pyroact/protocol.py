@@ -1225,13 +1225,20 @@ class TCPServer:
             if handshaking and now > conn.handshake_deadline:
                 log.info("handshake timeout for %s", conn.addr)
                 self.drop_connection(conn)
-            elif (
-                self.timeout is not None
-                and not conn.paused
-                and conn.silent_call is None
-                and now - conn.last_activity > self.timeout
-            ):
-                self.drop_connection(conn)
+            elif self.timeout is not None:
+                since = self.idle_since(conn)
+                if since is not None and now - since > self.timeout:
+                    self.drop_connection(conn)
+
+    def idle_since(self, conn: TCPConnection) -> float | None:
+        """When the connection's last frame arrived; None while it waits for an answer.
+
+        The idle timeout counts from then (the process mode asks the worker that reads a
+        connection itself).
+        """
+        if conn.paused or conn.silent_call is not None:
+            return None
+        return conn.last_activity
 
     def dispatch_frame(self, conn: TCPConnection, frame: Frame) -> None:
         """Handle one call frame (implemented by ``core.Daemon``).

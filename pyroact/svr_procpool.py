@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import _wirespec as spec
-from ._board import SLOTS, CompletionBoard, boards_supported
+from ._board import CONNECTION_SLOTS, SLOTS, CompletionBoard, LoadTable, boards_supported
 from .errors import DaemonError, PyroError, WorkerDiedError
 from .transport import ServerChannel
 from .wire import Frame, encode_frame
@@ -155,6 +155,11 @@ class WorkerHandle:
         # Frames encoded but not sent yet (send_call(..., later=True)), sent with the next
         # frame or by flush(): a burst of a client's frames costs one write to the link.
         self._held: list[Any] = []
+        # Client connections the worker reads itself (PYRO_WORKER_READS), by their record on
+        # the board, and the records free to hand out (oldest first: a record is reused as
+        # late as possible, after the worker has surely forgotten its connection).
+        self.read_conns: dict[int, Any] = {}
+        self._free_records = collections.deque(range(CONNECTION_SLOTS) if board else ())
 
     @property
     def load(self) -> int:
@@ -162,6 +167,7 @@ class WorkerHandle:
         load = len(self.pending) + self.held_calls
         if self.board is not None:
             load -= self.board.marked - self.settled  # answered, not settled here yet
+            load += self.board.reading  # calls of the connections it reads itself
         return max(0, load)  # (read without the lock: a moment's count may be off by one)
 
     def _next_call_id(self, silent: bool) -> int:
@@ -176,6 +182,24 @@ class WorkerHandle:
             if slot not in self._silent_slots:
                 self._silent_slots[slot] = call_id
                 return call_id
+
+    def take_record(self, conn: Any) -> int | None:
+        """A board record for a connection the worker is to read, or None if none is free."""
+        with self.lock:
+            if self.board is None or not self.alive or not self._free_records:
+                return None
+            slot = self._free_records.popleft()
+            self.read_conns[slot] = conn
+        self.board.clear_record(slot)
+        return slot
+
+    def release_record(self, slot: int) -> Any:
+        """The connection a record was handed out for (None if released already); frees it."""
+        with self.lock:
+            conn = self.read_conns.pop(slot, None)
+            if conn is not None:
+                self._free_records.append(slot)
+        return conn
 
     @property
     def takes_silent_calls(self) -> bool:
@@ -355,6 +379,9 @@ class WorkerPool:
             ready, before calls are routed to it: it gets the worker's configuration and
             objects back (with ``control(..., handle=handle)``).
         watcher: reads the links (the daemon's I/O thread).
+        on_death: called as ``on_death(handle, reason)`` when a worker has died, after its
+            pending calls failed and while its board can still be read (on a thread of its
+            own).
 
     Raises:
         ValueError: ``count`` is below 1.
@@ -369,6 +396,7 @@ class WorkerPool:
         on_notify: Callable[[int, str, Any], None],
         on_restart: Callable[[int, WorkerHandle], None],
         watcher: LinkWatcher,
+        on_death: Callable[[WorkerHandle, str], None] | None = None,
     ) -> None:
         if count < 1:
             raise ValueError(f"a process pool needs at least 1 worker, not {count}")
@@ -377,6 +405,7 @@ class WorkerPool:
         self._worker_args = worker_args
         self._on_notify = on_notify
         self._on_restart = on_restart
+        self._on_death = on_death
         self._watcher = watcher
         self.workers: list[WorkerHandle] = []
         self._restarts: list[collections.deque[float]] = [collections.deque() for _ in range(count)]
@@ -384,6 +413,8 @@ class WorkerPool:
         self._closing = False
         self._rr = 0
         self._lock = threading.Lock()
+        # The workers' counts of calls they read from clients themselves (see LoadTable).
+        self.loads = LoadTable.create(count) if boards_supported() else None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -420,6 +451,10 @@ class WorkerPool:
         if board is not None:
             args += ["--board-fd", str(board.fd)]
             passed.append(board.fd)
+        if self.loads is not None:
+            self.loads.reset(index)
+            args += ["--loads-fd", str(self.loads.fd)]
+            passed.append(self.loads.fd)
         for key, value in self._worker_args.items():
             args += [f"--{key}", value]
         # Like multiprocessing's spawn: the worker sees the parent's import path, so classes
@@ -501,6 +536,8 @@ class WorkerPool:
             handle.fd_channel.close()
             if handle.board is not None:
                 handle.board.close()
+        if self.loads is not None:
+            self.loads.close()
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -684,6 +721,11 @@ class WorkerPool:
                 call.on_done(None, error)
             except Exception:
                 log.exception("error failing a call of dead worker %d", handle.index)
+        if self._on_death is not None:
+            try:
+                self._on_death(handle, reason)  # (while its board is still mapped)
+            except Exception:
+                log.exception("error taking back the connections of dead worker %d", handle.index)
         if board is not None:
             board.close()
         if not self._closing:

@@ -48,6 +48,21 @@ def wait_until(
         time.sleep(interval)
 
 
+def start_in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run ``call`` in a new thread; the thread and the list its result (or error) goes to."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:  # reported by the assertion on the result
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
 @contextlib.contextmanager
 def config_values(**items: Any) -> Iterator[None]:
     """Set ``pyroact.config`` items for the duration of the block, then restore them."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import config_values, serving, wait_until
+from helpers import config_values, serving, start_in_thread, wait_until
 from proc_objects import SyncWorker, Worker
 
 from pyroact import _worker
@@ -175,21 +175,6 @@ def test_without_linger_the_reader_never_holds_off() -> None:
             for p in proxies:
                 p._release()
         assert taken_after_call(d) == 0
-
-
-def start_in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
-    """Run ``call`` in a new thread; the thread and the list its result (or error) goes to."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(call())
-        except BaseException as exc:  # reported by the assertion on the result
-            out.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, out
 
 
 @pytest.mark.parametrize("what", ["nested call", "connect"])
