@@ -51,6 +51,7 @@ class ReadConnection:
     """
 
     __slots__ = (
+        "busy",
         "decoder",
         "frames",
         "given_back",
@@ -71,6 +72,10 @@ class ReadConnection:
         self.decoder = FrameDecoder(max_message_size=max_message_size)
         self.frames: collections.deque[Frame] = collections.deque()
         self.running = 0
+        # A call of it runs that holds back its next frames (a request, as in the other
+        # modes: one connection's calls run one after the other); the reader does not
+        # watch it meanwhile.
+        self.busy = False
         self.returning: list[Frame] | None = None
         self.note: str | None = None
         self.watched = False  # in the worker's ReadConnections
@@ -138,6 +143,25 @@ class ReadConnections:
                 self._by_fd = {fd: c for fd, c in self._by_fd.items() if c is not conn}
                 self.version += 1
 
+    def pause(self, conn: ReadConnection) -> None:
+        """Stop watching ``conn``'s socket until :meth:`resume` (its frames wait)."""
+        with self._lock:
+            if self._by_fd.pop(conn.sock.fileno(), None) is not None:
+                self.version += 1
+
+    def resume(self, conn: ReadConnection) -> bool:
+        """Watch a paused connection again (if it is still watched at all).
+
+        Returns:
+            Whether it was paused.
+        """
+        with self._lock:
+            if self._by_key.get(conn.key) is conn and conn.sock.fileno() not in self._by_fd:
+                self._by_fd[conn.sock.fileno()] = conn
+                self.version += 1
+                return True
+        return False
+
     def get(self, key: str) -> ReadConnection | None:
         """The connection with this key, if the worker reads it."""
         return self._by_key.get(key)
@@ -153,7 +177,7 @@ class ReadConnections:
     def with_frames(self) -> ReadConnection | None:
         """A connection with decoded frames waiting, if any."""
         for conn in list(self._by_key.values()):
-            if conn.frames:
+            if conn.frames and not conn.busy:
                 return conn
         return None
 

@@ -126,6 +126,9 @@ class WorkerDaemon:
         name: str,
     ) -> None:
         self.link = link
+        # (Kept: a failed send closes the link, and its fileno() is -1 from then on, but the
+        # waits must go on seeing the descriptor, to read the end and exit.)
+        self._link_fd = link.fileno()
         self.fd_channel = fd_channel
         self.board = board
         self.loads = loads
@@ -503,7 +506,7 @@ class WorkerDaemon:
 
     def _watched(self) -> list[tuple[int, int]]:
         # The link and the client connections this worker reads.
-        return [(fd, select.POLLIN) for fd in (self.link.fileno(), *self.read_conns.fds())]
+        return [(fd, select.POLLIN) for fd in (self._link_fd, *self.read_conns.fds())]
 
     def _look(self) -> list[tuple[int, int]]:
         # Which of the link and the connections read here have something now (no wait).
@@ -528,8 +531,7 @@ class WorkerDaemon:
         if conn is not None:
             return conn.frames.popleft(), conn
         events = self._look()
-        link = self.link.fileno()
-        if any(fd == link for fd, _mask in events):
+        if any(fd == self._link_fd for fd, _mask in events):
             return self._recv_frame(), None
         for fd, _mask in events:
             conn = self.read_conns.by_fd(fd)
@@ -537,7 +539,9 @@ class WorkerDaemon:
                 continue
             if not conn.fill():
                 self._give_back(conn, ended=True)
-            if conn.frames:
+            if conn.frames and conn.busy:
+                self.read_conns.pause(conn)  # read early: the rest waits in the kernel
+            elif conn.frames:
                 return conn.frames.popleft(), conn
         return None
 
@@ -655,21 +659,37 @@ class WorkerDaemon:
         # "s<seq>": answer on the client's socket and mark the board, with no notice.
         silent = client_seq.startswith("s") and self.board is not None
         client_seq = client_seq.lstrip("s")
+        handed_over = None
         if client_seq.startswith("r"):  # "r<slot>,<seq>": and read the connection from now on
             slot, _, client_seq = client_seq[1:].partition(",")
-            self._start_reading(conn_id, int(slot))
+            handed_over = self._start_reading(conn_id, int(slot))
         frame.method = method
-        return self._admit_call(frame, conn_id, int(client_seq), silent, overdue, None)
+        try:
+            return self._admit_call(
+                frame, conn_id, int(client_seq), silent, overdue, None, handed_over
+            )
+        except Exception:
+            if handed_over is not None:
+                self._request_ended(handed_over)  # (_take fails the call)
+            raise
 
     def _take_read(self, conn: ReadConnection, frame: Frame) -> Task | None:
         # Called with the read token held: acts on a frame the client sent to this worker.
         # A call of one of its objects is admitted here; anything else gives it back.
+        if conn.busy:  # (read with the frame before): it waits for the running request
+            conn.frames.appendleft(frame)
+            self.read_conns.pause(conn)
+            return None
         entry = self.objects.get(frame.object_id)
         call = frame.msg_type in (spec.MSG_REQUEST, spec.MSG_ONEWAY) and not frame.mac
         if conn.returning is not None or entry is None or not call or self._elsewhere(frame):
             self._give_back(conn, frame)
             return None
         oneway = frame.msg_type == spec.MSG_ONEWAY
+        holds = None
+        if not oneway or not pyroact.config.PYRO_ONEWAY_THREADED:
+            holds = conn
+            self._hold(conn)
         assert self.board is not None  # (connections are handed over with a board only)
         with self._lock:
             conn.running += 1
@@ -680,12 +700,14 @@ class WorkerDaemon:
             if self.loads is not None:
                 self.loads.add(self.index, 1)
         try:
-            return self._admit_call(frame, conn.key, frame.seq, False, False, conn)
+            return self._admit_call(frame, conn.key, frame.seq, False, False, conn, holds)
         except Exception as exc:
             # As in _take: a failure of this one frame (an initTLS function that raises)
             # fails its call, never the thread that read it.
             log.exception("worker %d: cannot take frame %r", self.index, frame)
             self._refuse(frame, conn, exc)
+            if holds is not None:
+                self._request_ended(holds)
             return None
 
     def _admit_call(
@@ -696,35 +718,41 @@ class WorkerDaemon:
         silent: bool,
         overdue: bool,
         read: ReadConnection | None,
+        holds: ReadConnection | None = None,
     ) -> Task | None:
         # Puts the call in its object's mailbox (in arrival order) and returns what runs it
         # now, if anything: the reader decides which thread that is. ``read``: the
         # connection it came from, when the client sent it here directly (the reply goes
-        # back the same way, and nothing goes to the parent).
+        # back the same way, and nothing goes to the parent). ``holds``: a connection read
+        # here whose next frames wait until this call has ended.
         entry = self.objects.get(frame.object_id)
         oneway = frame.msg_type == spec.MSG_ONEWAY
-        if entry is None:
-            self._refuse(frame, read, ProtocolError(f"unknown object ID {frame.object_id!r}"))
-            return None
-        refusal = core._refusal(entry.obj, frame.method)
-        if refusal is not None:
-            self._refuse(frame, read, AttributeError(refusal))
+        refusal = None if entry is None else core._refusal(entry.obj, frame.method)
+        if entry is None or refusal is not None:
+            unknown = ProtocolError(f"unknown object ID {frame.object_id!r}")
+            self._refuse(frame, read, unknown if entry is None else AttributeError(refusal))
+            if holds is not None:
+                self._request_ended(holds)
             return None
         tls = self._tls.get(conn_id) or self._open_tls(conn_id, None, {})
 
         lingering = entry.mailbox.linger > 0
 
         def run() -> None:
-            if not self._holds_off():
-                reply(None)
-                return
-            ident = threading.get_ident()
-            running = self._calls[ident] = RunningCall()
             try:
-                reply(running)
+                if not self._holds_off():
+                    reply(None)
+                    return
+                ident = threading.get_ident()
+                running = self._calls[ident] = RunningCall()
+                try:
+                    reply(running)
+                finally:
+                    if self._calls.get(ident) is running:
+                        del self._calls[ident]
             finally:
-                if self._calls.get(ident) is running:
-                    del self._calls[ident]
+                if holds is not None:
+                    self._request_ended(holds)
 
         def reply(running: RunningCall | None) -> None:
             outcome = core.execute_call(entry, frame, tls, pyroact.config)
@@ -782,6 +810,8 @@ class WorkerDaemon:
             start = mailbox.admit(run, linger=not overdue)
         except BusyError as exc:
             self._refuse(frame, read, exc)
+            if holds is not None:
+                self._request_ended(holds)
             return None
         if start is None and mailbox.waiting:
             self._lingering.add(mailbox)
@@ -819,17 +849,29 @@ class WorkerDaemon:
             except OSError:
                 pass  # the client is gone: the connection's end comes with its next read
 
-    def _start_reading(self, conn_id: str, slot: int) -> None:
+    def _start_reading(self, conn_id: str, slot: int) -> ReadConnection | None:
         # The parent hands the connection over with this call: watch its socket from now on
         # (the client sends its next frame only after the reply, so none is missed).
         sock = self._direct.get(conn_id)
         if sock is None or self.board is None:
             self._send_give_back(conn_id, slot, [], "the worker has no socket for it")
-            return
-        self.read_conns.add(
-            ReadConnection(conn_id, slot, sock, pyroact.config.PYRO_MAX_MESSAGE_SIZE)
-        )
-        self._wake_reader()  # (its next wait watches the socket too)
+            return None
+        conn = ReadConnection(conn_id, slot, sock, pyroact.config.PYRO_MAX_MESSAGE_SIZE)
+        self.read_conns.add(conn)
+        self._hold(conn)  # until the call it came with has ended
+        return conn
+
+    @staticmethod
+    def _hold(conn: ReadConnection) -> None:
+        # A request of the connection runs: its next frames wait, as in the other modes.
+        # (The socket stays watched: a client sends its next request only after the reply,
+        # and one that sends earlier is read once, then left alone: see _next_frame.)
+        conn.busy = True
+
+    def _request_ended(self, conn: ReadConnection) -> None:
+        conn.busy = False
+        if self.read_conns.resume(conn) or conn.frames:
+            self._wake_reader()  # (frames wait, or its waits must watch the socket again)
 
     def _give_back(
         self, conn: ReadConnection, frame: Frame | None = None, *, ended: bool = False
