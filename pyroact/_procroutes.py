@@ -528,11 +528,11 @@ class ProcessRouter:
             self._send_silently(_Silent(self, conn, frame, handle, label), send)
             return
         untracked = oneway and daemon.config.PYRO_ONEWAY_THREADED
-        # (Not when workers read connections: calls that reach a worker directly would pass
-        # the ones held here, so every call goes to the worker's mailbox at once.)
-        takes_turns = (
-            route.serial or daemon.config.PYRO_WORKER_LINGER > 0
-        ) and not daemon.config.PYRO_WORKER_READS
+        # (Not when workers read connections, which they do without notices: calls that
+        # reach a worker directly would pass the ones held here, so every call goes to the
+        # worker's mailbox at once.)
+        reads = daemon.config.PYRO_WORKER_READS and not daemon.config.PYRO_WORKER_NOTICES
+        takes_turns = (route.serial or daemon.config.PYRO_WORKER_LINGER > 0) and not reads
         if takes_turns and self._wait_for_turn(conn, frame, route, handle, send, label, untracked):
             return
         if untracked:

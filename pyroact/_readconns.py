@@ -1,4 +1,4 @@
-"""Client connections a process-mode worker reads itself (layer 8).
+"""Client connections a process-mode worker reads itself (layer 4).
 
 How it works
 ------------

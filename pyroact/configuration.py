@@ -349,10 +349,11 @@ CONFIG_ITEMS: Final[tuple[ConfigItem, ...]] = (
                "process mode: a worker that answers a call on the client's socket also sends "
                "the daemon a notice (true), instead of marking it in shared memory (false); "
                "with notices the daemon holds an object's later calls for their turn"),
-    ConfigItem("PYRO_WORKER_READS", bool, False,
+    ConfigItem("PYRO_WORKER_READS", bool, True,
                "process mode: a worker reads the plain connections whose calls it serves "
-               "(true), so that the daemon's process is not woken for each call, and gives a "
-               "connection back for frames it cannot serve; false: the daemon reads them all"),
+               "(true, unless PYRO_WORKER_NOTICES), so that the daemon's process is not woken "
+               "for each call, and gives a connection back for frames it cannot serve; "
+               "false: the daemon reads them all"),
     ConfigItem("PYRO_ONEWAY_THREADED", bool, True,
                "run oneway calls without blocking the caller's connection"),
     # -- event service

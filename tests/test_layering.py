@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "transport": 4,
     "_mailbox": 4,
     "_board": 4,
+    "_readconns": 4,
     "_serverbase": 4,
     "svr_single": 5,
     "svr_threads": 5,
