@@ -123,8 +123,8 @@ class ReadConnections:
         self._lock = threading.Lock()
         self.version = 0
 
-    def __bool__(self) -> bool:
-        return bool(self._by_key)
+    def __len__(self) -> int:
+        return len(self._by_key)
 
     def add(self, conn: ReadConnection) -> None:
         """Start watching ``conn``."""

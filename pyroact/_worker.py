@@ -1127,7 +1127,7 @@ class WorkerDaemon:
             "direct_replies": self.direct_replies,
             "taken_after_call": self.taken_after_call,
             "read_calls": self.read_calls,
-            "reading": len(self.read_conns.fds()),
+            "reading": len(self.read_conns),  # (paused ones too)
             "objects": objects,
         }
 
