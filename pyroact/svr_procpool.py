@@ -411,6 +411,7 @@ class WorkerPool:
         self._restarts: list[collections.deque[float]] = [collections.deque() for _ in range(count)]
         self.restart_counts = [0] * count
         self._closing = False
+        self._death_threads: list[threading.Thread] = []  # handling a worker's death
         self._rr = 0
         self._lock = threading.Lock()
         # The workers' counts of calls they read from clients themselves (see LoadTable).
@@ -483,8 +484,9 @@ class WorkerPool:
             )
         except (OSError, ValueError) as exc:  # the daemon's I/O loop is closed already
             os.close(handle.watch_fd)
+            handle.watch_fd = None
             process.kill()
-            process.wait(5.0)
+            self._finish(handle, time.monotonic())
             raise DaemonError(f"cannot watch the link of worker {index}: {exc}") from None
         return handle
 
@@ -521,23 +523,36 @@ class WorkerPool:
         Args:
             deadline: a ``time.monotonic()`` value.
         """
-        self._closing = True
+        with self._lock:
+            self._closing = True
+            # A worker that died before now may be restarting: its replacement is not routed
+            # yet, and the restart stops it itself once it sees the pool closing.
+            restarts, self._death_threads = self._death_threads, []
         for handle in self.workers:
             if handle.alive:
                 handle.close_link()
+        for thread in restarts:
+            thread.join(max(0.1, deadline - time.monotonic()) + 2.0)
+            if thread.is_alive():
+                log.warning("%s did not end before the shutdown deadline", thread.name)
         for handle in self.workers:
-            try:
-                handle.process.wait(max(0.1, deadline - time.monotonic()) + 2.0)
-            except subprocess.TimeoutExpired:
-                handle.process.kill()
-                handle.process.wait(5.0)
-            self._unwatch(handle)
-            handle.channel.close()
-            handle.fd_channel.close()
-            if handle.board is not None:
-                handle.board.close()
+            self._finish(handle, deadline)
         if self.loads is not None:
             self.loads.close()
+
+    def _finish(self, handle: WorkerHandle, deadline: float) -> None:
+        # Wait for a worker told to exit (killing it past deadline + 2 s), and release its
+        # link, descriptor channel and board; idempotent.
+        try:
+            handle.process.wait(max(0.1, deadline - time.monotonic()) + 2.0)
+        except subprocess.TimeoutExpired:
+            handle.process.kill()
+            handle.process.wait(5.0)
+        self._unwatch(handle)
+        handle.channel.close()
+        handle.fd_channel.close()
+        if handle.board is not None:
+            handle.board.close()
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -650,12 +665,18 @@ class WorkerPool:
             frames = handle.channel.receive_available()
         except PyroError:
             self._unwatch(handle)
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._worker_died,
                 args=(handle,),
                 name=f"pyroact-worker-{handle.index}-ended",
                 daemon=True,
-            ).start()
+            )
+            with self._lock:
+                # Registered and started under the lock stop() takes to set _closing: a
+                # thread it does not join sees the pool closing, and starts no worker.
+                self._death_threads = [t for t in self._death_threads if t.is_alive()]
+                self._death_threads.append(thread)
+                thread.start()
             return
         for frame in frames:
             if frame.object_id == "" and frame.msg_type == spec.MSG_ONEWAY:
@@ -748,9 +769,15 @@ class WorkerPool:
         times.append(now)
         try:
             handle = self._spawn(index)
-            self._wait_ready(handle)
         except (OSError, DaemonError) as exc:
             log.error("cannot restart worker %d: %s", index, exc)
+            return
+        try:
+            self._wait_ready(handle)
+        except DaemonError as exc:
+            log.error("cannot restart worker %d: %s", index, exc)
+            handle.process.kill()
+            self._finish(handle, time.monotonic())
             return
         # The dead handle stays routed (calls fail with "not running") until the new worker
         # has its configuration and objects back.
@@ -759,11 +786,16 @@ class WorkerPool:
         except Exception:
             log.exception("error restoring restarted worker %d", index)
         with self._lock:
-            if not handle.alive or self._closing:
-                return  # it died again meanwhile: its own link reader deals with that
-            self.restart_counts[index] += 1
-            self.workers[index] = handle
-        log.warning("worker %d restarted (pid %d)", index, handle.pid)
+            closing = self._closing
+            if handle.alive and not closing:
+                self.restart_counts[index] += 1
+                self.workers[index] = handle
+        if closing:  # never routed: stop() does not know it
+            handle.close_link()
+            self._finish(handle, time.monotonic())
+        elif handle.alive:
+            log.warning("worker %d restarted (pid %d)", index, handle.pid)
+        # (else it died again meanwhile: its own link reader deals with that)
 
     def stats(self) -> list[dict[str, Any]]:
         """Per-worker counters: pid, alive, calls, outstanding calls, restarts."""

@@ -244,3 +244,33 @@ def test_default_worker_count_and_closedown_leaves_no_worker_behind() -> None:
         d.shutdown()
         d.closedown()
     wait_until(lambda: all(process_gone(p) for p in pids), timeout=5, what="workers stopped")
+
+
+def test_a_shutdown_during_a_restart_stops_the_new_worker_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    restarting = threading.Event()
+    started: list[svr_procpool.WorkerHandle] = []
+    wait_ready = svr_procpool.WorkerPool._wait_ready
+
+    def noting_restarts(pool: svr_procpool.WorkerPool, handle: svr_procpool.WorkerHandle) -> None:
+        if handle is not pool.workers[handle.index]:  # a restart, not the pool's start
+            started.append(handle)
+            restarting.set()
+        wait_ready(pool, handle)
+        if handle in started:  # the shutdown comes before the restart ends
+            wait_until(lambda: pool._closing, what="the shutdown to start")
+
+    monkeypatch.setattr(svr_procpool.WorkerPool, "_wait_ready", noting_restarts)
+    with config_values(PYRO_WORKERS=1):
+        d = Daemon(mode="process")
+    try:
+        os.kill(worker_stats(d, 0)["pid"], signal.SIGKILL)
+        assert restarting.wait(10), "the killed worker was not restarted"
+    finally:
+        d.shutdown()
+        d.closedown()
+    (handle,) = started
+    # Stopped and reaped before closedown returned, its link and descriptor channel closed.
+    assert handle.process.returncode is not None
+    assert handle.channel.closed and handle.fd_channel.fileno() == -1
