@@ -68,6 +68,8 @@ PINNED = "pinned"
 REPLICATED = "replicated"
 PLACEMENTS = (PINNED, REPLICATED)
 STRATEGIES = ("round-robin", "least-loaded")
+# The counters of a worker's own stats that the daemon's stats show per worker.
+WORKER_COUNTERS = ("direct_replies", "taken_after_call", "overdue_reads", "read_calls", "reading")
 
 _connection_keys = itertools.count(1)
 
@@ -973,10 +975,8 @@ class ProcessRouter:
                     for guid, counters in worker["objects"].items():
                         counters["queue_depth"] += self.held_calls(guid, entry["index"])
                     entry["objects"] = worker["objects"]
-                    entry["direct_replies"] = worker["direct_replies"]
-                    entry["taken_after_call"] = worker["taken_after_call"]
-                    entry["read_calls"] = worker["read_calls"]
-                    entry["reading"] = worker["reading"]
+                    for key in WORKER_COUNTERS:
+                        entry[key] = worker[key]
         return {
             "workers": per_worker,
             "routes": {

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import socket
 import threading
+import time
 from typing import Any
 
 from .errors import PyroError
@@ -48,12 +49,15 @@ class ReadConnection:
         running: its calls admitted here and not ended (under the worker's lock).
         returning: None while the worker serves the connection; once it gives it back, the
             frames to hand to the daemon (with ``note``, why the stream cannot go on).
+        free_since: when its last request ended (``time.monotonic()``; when it was handed
+            over, before its first): its next frames can wait for the reader only from then.
     """
 
     __slots__ = (
         "busy",
         "decoder",
         "frames",
+        "free_since",
         "given_back",
         "key",
         "note",
@@ -76,6 +80,7 @@ class ReadConnection:
         # modes: one connection's calls run one after the other); the reader does not
         # watch it meanwhile.
         self.busy = False
+        self.free_since = time.monotonic()
         self.returning: list[Frame] | None = None
         self.note: str | None = None
         self.watched = False  # in the worker's ReadConnections

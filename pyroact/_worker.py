@@ -140,6 +140,7 @@ class WorkerDaemon:
         self._direct: dict[str, socket.socket] = {}
         self.direct_replies = 0
         self.taken_after_call = 0  # calls a thread took off the link as its call ended
+        self.overdue_reads = 0  # reads of frames that waited their linger time on the link
         # Client connections this worker reads itself (PYRO_WORKER_READS; see _readconns).
         self.read_conns = ReadConnections()
         self.read_calls = 0  # calls read from them
@@ -438,13 +439,18 @@ class WorkerDaemon:
         linger = pyroact.config.PYRO_WORKER_LINGER
         due = self._link_emptied + linger
         if due <= now:
-            if self._readable_now():
+            since = self._waiting_since()
+            if since is None:
+                self._link_emptied, due = now, now + linger
+            elif since + linger <= now:
                 # It may have waited that long: read it, computing call or not (and its call
                 # does not linger again in its mailbox).
                 self._reader_holds = False
                 self._overdue = True
+                self.overdue_reads += 1
                 return True
-            self._link_emptied, due = now, now + linger
+            else:
+                due = since + linger
         # (Also for a call that has only just started, or is ending, while the reader holds
         # off: the calls most likely go on computing, and a look at each one's start would
         # take the GIL from it. The linger bounds the wait either way.) At most a second at a
@@ -517,6 +523,24 @@ class WorkerDaemon:
         events: list[tuple[int, int]] = local.poller.poll(0)
         return events
 
+    def _waiting_since(self) -> float | None:
+        # The earliest time the frames that wait for the reader now can have started to
+        # wait; None when none wait. Nothing waited at _link_emptied, and a connection's
+        # frames wait for the reader only once its request before has ended: under a steady
+        # load the link is rarely seen empty, and its clients' frames are younger than that.
+        if self.link.pending():
+            return self._link_emptied
+        waiting = [c for c in (self.read_conns.with_frames(),) if c is not None]
+        for fd, _mask in self._look():
+            if fd == self._link_fd:
+                return self._link_emptied
+            conn = self.read_conns.by_fd(fd)
+            if conn is not None and not conn.busy:
+                waiting.append(conn)
+        if not waiting:
+            return None
+        return min(max(conn.free_since, self._link_emptied) for conn in waiting)
+
     def _readable_now(self) -> bool:
         if self.link.pending() or self.read_conns.with_frames() is not None:
             return True
@@ -533,10 +557,11 @@ class WorkerDaemon:
         events = self._look()
         if any(fd == self._link_fd for fd, _mask in events):
             return self._recv_frame(), None
-        for fd, _mask in events:
-            conn = self.read_conns.by_fd(fd)
-            if conn is None:
-                continue
+        readable = [c for fd, _mask in events if (c := self.read_conns.by_fd(fd)) is not None]
+        # The client whose request ended first goes first: a thread whose call ended often
+        # finds its own client's next frame here already, next to one that waited all along.
+        readable.sort(key=lambda c: c.free_since)
+        for conn in readable:
             if not conn.fill():
                 self._give_back(conn, ended=True)
             if conn.frames and conn.busy:
@@ -869,6 +894,7 @@ class WorkerDaemon:
         conn.busy = True
 
     def _request_ended(self, conn: ReadConnection) -> None:
+        conn.free_since = time.monotonic()
         conn.busy = False
         if self.read_conns.resume(conn) or conn.frames:
             self._wake_reader()  # (frames wait, or its waits must watch the socket again)
@@ -1126,6 +1152,7 @@ class WorkerDaemon:
             "threads": self.pool.threads,
             "direct_replies": self.direct_replies,
             "taken_after_call": self.taken_after_call,
+            "overdue_reads": self.overdue_reads,
             "read_calls": self.read_calls,
             "reading": len(self.read_conns),  # (paused ones too)
             "objects": objects,

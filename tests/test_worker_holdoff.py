@@ -25,8 +25,11 @@ from helpers import config_values, serving, start_in_thread, wait_until
 from proc_objects import SyncWorker, Worker
 
 from pyroact import _worker
+from pyroact._readconns import ReadConnection
+from pyroact._wirespec import MSG_REQUEST
 from pyroact.core import Daemon, DynamicProxy
 from pyroact.transport import Channel
+from pyroact.wire import encode_frame
 
 pytestmark = pytest.mark.procpool
 
@@ -422,3 +425,65 @@ def test_a_lingering_call_taken_by_an_ending_thread_still_starts_after_the_linge
                 wait_until(lambda: not xbox.waiting, timeout=2.0, what="X's call to start")
         finally:
             go.set()
+
+
+@contextmanager
+def read_connections(
+    worker: _worker.WorkerDaemon, count: int
+) -> Iterator[list[tuple[ReadConnection, socket.socket]]]:
+    """``count`` client connections the worker reads, each with the client's end."""
+    pairs = [socket.socketpair() for _ in range(count)]
+    conns = [
+        (ReadConnection(f"c{i}", i, ours, 1 << 20), client)
+        for i, (ours, client) in enumerate(pairs)
+    ]
+    for conn, _client in conns:
+        worker.read_conns.add(conn)
+    try:
+        yield conns
+    finally:
+        for ours, client in pairs:
+            ours.close()
+            client.close()
+
+
+def send_call(client: socket.socket, seq: int) -> None:
+    client.sendmsg(encode_frame(MSG_REQUEST, seq=seq, object_id="obj", method="burn"))
+
+
+def test_the_client_that_waited_longest_is_read_first() -> None:
+    # The thread whose call ended finds its own client's next call next to one that waited
+    # through the whole call: that one goes first, whatever order the poll reports them in.
+    with linked_worker() as (worker, _parent), read_connections(worker, 3) as conns:
+        now = time.monotonic()
+        for (conn, client), freed in zip(conns, (0.001, 0.030, 0.010), strict=True):
+            conn.free_since = now - freed
+            send_call(client, conn.slot + 1)
+        wait_until(lambda: len(worker._look()) == 3, what="the three calls to arrive")
+        order = []
+        for _ in range(3):
+            item = worker._next_frame()
+            assert item is not None
+            frame, conn = item
+            conn.busy = True  # (its request runs)
+            order.append(frame.seq)
+        assert order == [2, 3, 1]
+
+
+def test_a_client_waits_the_linger_from_the_end_of_its_last_request() -> None:
+    # Under a steady load the link is rarely seen empty: a call that arrived just after its
+    # client's last reply has not waited since then, and is not read beside a computing call.
+    with linked_worker() as (worker, _parent), read_connections(worker, 2) as conns:
+        (recent, recent_client), (running, running_client) = conns
+        now = time.monotonic()
+        worker._link_emptied = now - 10.0
+        recent.free_since, running.free_since = now - 0.005, now - 20.0
+        running.busy = True  # (its own next frame waits for its request, not the reader)
+        send_call(recent_client, 1)
+        send_call(running_client, 2)
+        wait_until(lambda: len(worker._look()) == 2, what="the two calls to arrive")
+        assert worker._waiting_since() == recent.free_since
+        worker._link_emptied = now  # (seen empty after that)
+        assert worker._waiting_since() == now
+        recent.busy = True
+        assert worker._waiting_since() is None

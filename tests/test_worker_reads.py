@@ -38,6 +38,8 @@ def test_a_workers_calls_skip_the_daemon_after_the_first() -> None:
         assert results == list(range(50))
         # The first call goes through the daemon and hands the connection over.
         assert sum(reads(d)) == 50
+        # (Short calls: the reader never held off, so no frame waited its linger time.)
+        assert [w["overdue_reads"] for w in d.getStats()["workers"]] == [0, 0]
 
 
 def test_a_frame_for_another_worker_goes_back_to_the_daemon() -> None:
