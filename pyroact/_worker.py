@@ -530,7 +530,8 @@ class WorkerDaemon:
         # load the link is rarely seen empty, and its clients' frames are younger than that.
         if self.link.pending():
             return self._link_emptied
-        waiting = [c for c in (self.read_conns.with_frames(),) if c is not None]
+        buffered = self.read_conns.with_frames()
+        waiting = [] if buffered is None else [buffered]
         for fd, _mask in self._look():
             if fd == self._link_fd:
                 return self._link_emptied
