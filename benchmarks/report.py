@@ -195,6 +195,30 @@ def fmt_cpu_ratio(row: Row, raw: Row | None) -> str:
     return f"{row.rate / capacity:.3f}×" if capacity else "—"
 
 
+def socket_floor_lines(rows: Sequence[Row]) -> list[str]:
+    """The pyroact rows against the raw socket floor (``socket-floor``), if it was measured.
+
+    Both ratios are taken against the raw capacity measured around each row, so their
+    quotient compares the rows with each other without the drift between their windows.
+    """
+    floor = next((r for r in rows if r.name == "socket-floor"), None)
+    if floor is None or "vs_raw_capacity" not in floor.info:
+        return []
+    base = float(floor.info["vs_raw_capacity"])
+    parts = [
+        f"{row.name} {float(row.info['vs_raw_capacity']) / base:.3f}×"
+        for row in rows
+        if row.info.get("impl") == "pyroact" and "vs_raw_capacity" in row.info
+    ]
+    return [
+        "",
+        f"Against the raw socket floor (*socket-floor*: {base:.3f}× the raw capacity, the"
+        " least any RPC reaches here), each row's ratio to the raw capacity over the floor's: "
+        + (", ".join(parts) or "no pyroact row")
+        + ".",
+    ]
+
+
 def cpu_table(rows: Sequence[Row]) -> str:
     """The CPU group: calls/s per row and the ratio to the raw parallel capacity."""
     raw = reference(rows, "floor")
@@ -249,6 +273,7 @@ def cpu_table(rows: Sequence[Row]) -> str:
         " measured again (up to 4 attempts), and *disturbed* marks a row with a window that"
         " had no clean attempt.",
     ]
+    lines += socket_floor_lines(rows)
     if windows:
         lines += [
             "",

@@ -17,6 +17,10 @@ One benchmark group, ``cpu-5ms``, measured in one run over windows of the same l
   single-mode daemons (separate processes), the 4 clients spread over them round-robin. No
   parent process relays anything, so this is what a process design without the parent's hop
   per call could reach on this machine;
+* ``socket-floor``: the raw socket floor: ``os.cpu_count()`` plain single-threaded socket
+  servers (``servers/burn_socket_server.py``: one byte in, burn, 8 bytes out; no framing, no
+  pickle, no dispatch), the 4 clients spread over them. What the least possible RPC reaches
+  against the raw capacity on this machine: the wake-ups and the loopback hops alone;
 * ``pyro5``: the same against Pyro5's default thread-pool server (skipped without Pyro5).
 
 Every load generator is a separate process (``servers/_cpuwork.py``), started before the
@@ -94,7 +98,7 @@ class CpuTarget:
     """One row of the CPU group."""
 
     name: str
-    kind: str  # the load generator: "raw", "pyroact" or "pyro5"
+    kind: str  # the load generator: "raw", "socket", "pyroact" or "pyro5"
     processes: int
     server: tuple[str, ...] = ()
     mode: str = "-"
@@ -117,6 +121,8 @@ TARGETS = {
                   f"process, {CPUS} workers, replicated SynchronizedObjBase", obj="burner-sync"),
         CpuTarget("pyroact-single-per-core", "pyroact", CLIENTS, ("pyroact_server.py", "single"),
                   f"{CPUS} single-mode daemons, clients spread", copies=CPUS),
+        CpuTarget("socket-floor", "socket", CLIENTS, ("burn_socket_server.py",),
+                  f"{CPUS} plain socket servers, clients spread", copies=CPUS),
         CpuTarget("pyro5", "pyro5", CLIENTS, ("pyro5_server.py",), "thread", "Pyro5"),
     )
 }  # fmt: skip
@@ -284,6 +290,8 @@ def burner_uri(target: CpuTarget, server: ServerProcess) -> str:
     host, port = server.host_port
     if target.kind == "pyro5":
         return f"PYRO:{target.obj}@{host}:{port}"
+    if target.kind == "socket":
+        return f"{host}:{port}"
     return f"PYROLOC://{host}:{port}/{target.obj}"
 
 

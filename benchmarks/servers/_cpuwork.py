@@ -12,6 +12,7 @@ burns no CPU of its own)::
     python _cpuwork.py raw                     # loop burn() locally, no RPC
     python _cpuwork.py pyroact URI             # loop proxy.burn() (a pyroact proxy)
     python _cpuwork.py pyro5 URI               # loop proxy.burn() (a Pyro5 proxy)
+    python _cpuwork.py socket HOST:PORT        # one byte out, 8 back (burn_socket_server.py)
     python _cpuwork.py calibrate
 
 A load generator connects (and makes one warm-up call), prints ``READY``, waits for a line
@@ -51,6 +52,30 @@ def calibrate(repeats: int = 50) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _socket_caller(address: str | None) -> tuple[Callable[[], Any], Callable[[], None]]:
+    import socket
+    import struct
+
+    if address is None:
+        raise SystemExit("the socket load generator needs HOST:PORT")
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reply = struct.Struct("!Q")
+
+    def call() -> int:
+        sock.sendall(b"b")
+        data = b""
+        while len(data) < reply.size:
+            chunk = sock.recv(reply.size - len(data))
+            if not chunk:
+                raise ConnectionError("the burn socket server closed the connection")
+            data += chunk
+        return int(reply.unpack(data)[0])
+
+    return call, sock.close
+
+
 def _caller(kind: str, uri: str | None) -> tuple[Callable[[], Any], Callable[[], None]]:
     if kind == "raw":
         return burn, lambda: None
@@ -59,6 +84,8 @@ def _caller(kind: str, uri: str | None) -> tuple[Callable[[], Any], Callable[[],
 
         proxy = getProxyForURI(uri)
         return proxy.burn, proxy._release
+    if kind == "socket":
+        return _socket_caller(uri)
     if kind == "pyro5":
         import Pyro5.api
 
